@@ -1,0 +1,61 @@
+"""The `bincount` command. Each subcommand lives beside the code it drives and registers itself
+through a ``register(subparsers)`` function in one of the modules listed in COMMANDS."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+
+from bincount.errors import explain
+
+# Modules that contribute subcommands (each defines register(subparsers)).
+COMMANDS = [
+    "bincount.cli",
+]
+
+
+def _scan(args: argparse.Namespace) -> int:
+    from bincount.data.records import class_counts, read_abid
+
+    classes = [int(c) for c in args.classes.split(",")] if args.classes else None
+    records, report = read_abid(args.root, classes, args.file_list, check_images=not args.no_check)
+    print(json.dumps({"images": len(records), "per_count": class_counts(records), "skipped": report.summary()},
+                     indent=2))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("scan", help="read an ABID-layout folder: usable images per count and what is skipped")
+    p.add_argument("root")
+    p.add_argument("--classes", help="comma-separated counts to keep (default: all)")
+    p.add_argument("--file-list", help="Udacity-format file_list.json restricting the ids")
+    p.add_argument("--no-check", action="store_true", help="skip the full decode of every image")
+    p.set_defaults(func=_scan)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bincount", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in COMMANDS:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except Exception as e:
+        message = explain(e)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

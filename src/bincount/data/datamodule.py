@@ -1,0 +1,122 @@
+"""The LightningDataModule: records -> split -> datasets -> loaders, with a data report and the
+split manifest written into the run directory."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+from bincount.data.dataset import BinImageDataset
+from bincount.data.records import BinRecord, SkipReport, class_counts, read_abid
+from bincount.data.split import SPLITS, apply_manifest, split_records, write_manifest
+from bincount.data.transforms import eval_transform, train_transform
+from bincount.errors import BincountError
+
+log = logging.getLogger(__name__)
+
+MANIFEST_NAME = "split_manifest.csv"
+REPORT_NAME = "data_report.json"
+
+
+class BinDataModule(L.LightningDataModule):
+    def __init__(
+        self,
+        root: str,
+        classes: Sequence[int] = (1, 2, 3, 4, 5),
+        file_list: str | None = None,
+        split: str = "stratified",
+        ratios: Sequence[float] = (0.8, 0.1, 0.1),
+        seed: int = 42,
+        manifest: str | None = None,
+        limit_per_class: int | None = None,
+        image_size: int = 224,
+        batch_size: int = 64,
+        num_workers: int = 2,
+        pin_memory: bool = False,
+        augment: dict | None = None,
+        eval_crop_pct: float = 1.0,
+        check_images: bool = True,
+        output_dir: str | None = None,
+    ):
+        super().__init__()
+        if not root:
+            raise BincountError("data.root is empty: set data.root=DIR (an ABID-layout folder), "
+                                "or run `bincount download` first")
+        classes = sorted(int(c) for c in classes)
+        if not classes or len(set(classes)) != len(classes):
+            raise BincountError(f"data.classes: need distinct counts, got {list(classes)}")
+        self.root, self.classes = root, classes
+        self.file_list, self.split, self.ratios, self.seed = file_list, split, list(ratios), seed
+        self.manifest, self.limit_per_class = manifest, limit_per_class
+        self.image_size, self.batch_size, self.num_workers = image_size, batch_size, num_workers
+        self.pin_memory, self.augment, self.eval_crop_pct = pin_memory, dict(augment or {}), eval_crop_pct
+        self.check_images, self.output_dir = check_images, output_dir
+        self.splits: dict[str, list[BinRecord]] = {}
+        self.report: SkipReport | None = None
+
+    # -- records and split ------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        records, self.report = read_abid(self.root, self.classes, self.file_list, self.check_images)
+        if not records:
+            raise BincountError(f"data.root: no usable labelled images with counts {self.classes} in {self.root}; "
+                                f"skipped: {self.report.summary()}")
+        if self.manifest:
+            self.splits, unusable = apply_manifest(records, self.manifest)
+            for bin_id in unusable:
+                self.report.add("in manifest but not usable here", bin_id)
+        else:
+            self.splits = split_records(records, self.split, self.ratios, self.seed, self.limit_per_class)
+        self._write_outputs()
+
+    def _write_outputs(self) -> None:
+        summary = self.data_summary()
+        log.info("data: %s", json.dumps({k: summary[k] for k in ("root", "images", "skipped")}))
+        for reason, n in summary["skipped"]["by_reason"].items():
+            log.warning("data: skipped %d image(s): %s", n, reason)
+        if not self.output_dir or (self.trainer is not None and not self.trainer.is_global_zero):
+            return
+        out = Path(self.output_dir)
+        write_manifest(self.splits, out / MANIFEST_NAME)
+        (out / REPORT_NAME).write_text(json.dumps(summary, indent=2))
+
+    def data_summary(self) -> dict:
+        return {
+            "root": str(self.root),
+            "classes": self.classes,
+            "images": {s: len(self.splits.get(s, [])) for s in SPLITS},
+            "per_class": {s: class_counts(self.splits.get(s, [])) for s in SPLITS},
+            "skipped": self.report.to_dict() if self.report else {"total": 0, "by_reason": {}, "ids": {}},
+        }
+
+    # -- loaders ----------------------------------------------------------------------------
+    def dataset(self, split: str) -> BinImageDataset:
+        if split == "train":
+            transform = train_transform(self.image_size, **self.augment)
+        else:
+            transform = eval_transform(self.image_size, self.eval_crop_pct)
+        return BinImageDataset(self.splits[split], self.classes, transform, decode_size=self.image_size)
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        ds = self.dataset(split)
+        if not len(ds):
+            raise BincountError(f"data: the {split} split is empty (data.split={self.split}, "
+                                f"data.limit_per_class={self.limit_per_class}); use more images or other ratios")
+        return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
+                          pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0,
+                          drop_last=False)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)

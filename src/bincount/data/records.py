@@ -1,0 +1,228 @@
+"""One record type for a bin, and the reader that turns an ABID-layout folder into records.
+
+An ABID-layout folder holds ``bin-images/<id>.jpg`` and ``metadata/<id>.json``. Every other
+part of bincount (split, data module, predict, reconcile, serve) takes these records, so the
+metadata is parsed here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+from PIL import Image
+
+from bincount.errors import BincountError
+from bincount.progress import progress
+
+IMAGE_DIR = "bin-images"
+METADATA_DIR = "metadata"
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+@dataclass(frozen=True)
+class Sku:
+    asin: str
+    name: str
+    quantity: int
+    weight_lb: float | None = None
+    dims_in: tuple[float, float, float] | None = None  # length, width, height in inches
+
+
+@dataclass(frozen=True)
+class BinRecord:
+    """A photographed bin: where its image is, how many items it holds, and which SKUs."""
+
+    id: str
+    image: str  # a local path or an s3:// URI
+    count: int | None  # EXPECTED_QUANTITY; None when unlabelled (prediction input)
+    skus: tuple[Sku, ...] = ()
+
+    @property
+    def distinct_skus(self) -> int:
+        return len(self.skus)
+
+
+@dataclass
+class SkipReport:
+    """What the reader left out and why: nothing is dropped silently."""
+
+    skipped: dict[str, list[str]] = field(default_factory=dict)  # reason -> ids
+
+    def add(self, reason: str, bin_id: str) -> None:
+        self.skipped.setdefault(reason, []).append(bin_id)
+
+    @property
+    def total(self) -> int:
+        return sum(len(v) for v in self.skipped.values())
+
+    def summary(self) -> dict[str, int]:
+        return {reason: len(ids) for reason, ids in sorted(self.skipped.items())}
+
+    def to_dict(self) -> dict:
+        return {"total": self.total, "by_reason": self.summary(),
+                "ids": {k: sorted(v) for k, v in sorted(self.skipped.items())}}
+
+
+def _quantity(value) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or value < 0:
+        return None
+    return int(value)
+
+
+def _dim(d) -> float | None:
+    try:
+        return float(d["value"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def parse_metadata(meta: dict) -> tuple[int | None, tuple[Sku, ...]]:
+    """Count and SKUs of one ABID metadata document.
+
+    The count is ``EXPECTED_QUANTITY``; where that is absent it is the sum of ``quantity`` over
+    ``BIN_FCSKU_DATA``. Returns ``(None, skus)`` when neither gives a valid non-negative integer.
+    """
+    if not isinstance(meta, dict):
+        return None, ()
+    skus = []
+    sku_data = meta.get("BIN_FCSKU_DATA") or {}
+    if isinstance(sku_data, dict):
+        for asin, s in sku_data.items():
+            if not isinstance(s, dict):
+                continue
+            dims = tuple(_dim(s.get(k)) for k in ("length", "width", "height"))
+            skus.append(Sku(
+                asin=str(s.get("asin", asin)),
+                name=str(s.get("name") or s.get("normalizedName") or ""),
+                quantity=_quantity(s.get("quantity")) or 0,
+                weight_lb=_dim(s.get("weight")),
+                dims_in=dims if all(d is not None for d in dims) else None,
+            ))
+    count = _quantity(meta.get("EXPECTED_QUANTITY"))
+    if count is None and "EXPECTED_QUANTITY" not in meta and isinstance(sku_data, dict) and skus:
+        count = sum(s.quantity for s in skus)
+    return count, tuple(skus)
+
+
+def load_file_list(path: str | Path) -> dict[str, int]:
+    """Ids of a Udacity-format ``file_list.json`` (``{"1": ["data/metadata/00010.json", ...]}``),
+    mapped to the count the list files them under."""
+    try:
+        doc = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise BincountError(f"data.file_list: no such file {path}") from None
+    except json.JSONDecodeError as e:
+        raise BincountError(f"data.file_list: {path} is not valid JSON ({e})") from None
+    ids: dict[str, int] = {}
+    for key, paths in doc.items():
+        for p in paths:
+            ids[Path(p).stem] = int(key)
+    return ids
+
+
+def check_image(path: Path) -> str | None:
+    """Fully decode an image; return why it is unusable, or None when it is fine.
+
+    A full decode (not PIL's header-only ``verify``) is what catches truncated JPEGs.
+    """
+    try:
+        with Image.open(path) as im:
+            im.draft("RGB", (im.width // 8 or 1, im.height // 8 or 1))  # DCT-scaled decode: fast, still reads every byte
+            im.load()
+            if im.width < 8 or im.height < 8:
+                return "image too small"
+    except FileNotFoundError:
+        return "image missing"
+    except Exception as e:  # PIL raises many types for bad bytes
+        return f"unreadable image ({type(e).__name__})"
+    return None
+
+
+def _find_image(image_dir: Path, bin_id: str) -> Path | None:
+    for suffix in IMAGE_SUFFIXES:
+        p = image_dir / f"{bin_id}{suffix}"
+        if p.exists():
+            return p
+    return None
+
+
+def read_abid(
+    root: str | Path,
+    classes: Iterable[int] | None = None,
+    file_list: str | Path | None = None,
+    check_images: bool = True,
+    workers: int = 8,
+) -> tuple[list[BinRecord], SkipReport]:
+    """Records of every usable bin in an ABID-layout folder, and a report of what was skipped.
+
+    ``classes`` keeps only bins whose count is listed (others are reported as ``count not in
+    classes``); ``file_list`` keeps only the ids a Udacity ``file_list.json`` names, and reports a
+    bin whose metadata disagrees with the count that list files it under.
+    """
+    root = Path(root)
+    meta_dir, image_dir = root / METADATA_DIR, root / IMAGE_DIR
+    if not meta_dir.is_dir() or not image_dir.is_dir():
+        raise BincountError(
+            f"data.root: {root} is not an ABID-layout folder (it needs {IMAGE_DIR}/ and {METADATA_DIR}/); "
+            "run `bincount download` or point data.root at one, e.g. data.root=../shared/abid/dev-224")
+    wanted = set(classes) if classes is not None else None
+    listed = load_file_list(file_list) if file_list else None
+    report = SkipReport()
+
+    meta_files = sorted(meta_dir.glob("*.json"))
+    image_ids = {p.stem for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
+    for orphan in sorted(image_ids - {p.stem for p in meta_files}):
+        if listed is None or orphan in listed:
+            report.add("metadata missing", orphan)
+
+    candidates: list[BinRecord] = []
+    for mf in meta_files:
+        bin_id = mf.stem
+        if listed is not None and bin_id not in listed:
+            continue  # outside the chosen subset: not a defect, so not reported
+        try:
+            meta = json.loads(mf.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            report.add("metadata malformed", bin_id)
+            continue
+        count, skus = parse_metadata(meta)
+        if count is None:
+            report.add("metadata has no valid count", bin_id)
+            continue
+        if listed is not None and listed[bin_id] != count:
+            report.add("count disagrees with file_list", bin_id)
+            continue
+        if wanted is not None and count not in wanted:
+            report.add("count not in classes", bin_id)
+            continue
+        image = _find_image(image_dir, bin_id)
+        if image is None:
+            report.add("image missing", bin_id)
+            continue
+        candidates.append(BinRecord(id=bin_id, image=str(image), count=count, skus=skus))
+    if listed is not None:
+        present = {p.stem for p in meta_files}
+        for missing in sorted(set(listed) - present):
+            report.add("listed in file_list but absent", missing)
+
+    if not check_images:
+        return candidates, report
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        problems = list(progress(pool.map(lambda r: check_image(Path(r.image)), candidates),
+                                 total=len(candidates), description=f"checking images in {root.name}"))
+    records = []
+    for rec, problem in zip(candidates, problems):
+        if problem:
+            report.add(problem, rec.id)
+        else:
+            records.append(rec)
+    return records, report
+
+
+def class_counts(records: Iterable[BinRecord]) -> dict[int, int]:
+    return dict(sorted(Counter(r.count for r in records).items()))

@@ -1,0 +1,159 @@
+"""The counting model: a timm backbone with a head of one logit per count class."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Callable, Sequence
+
+import lightning as L
+import timm
+import torch
+import torch.nn.functional as F
+
+from bincount.errors import BincountError
+from bincount.model.metrics import CountMetrics
+
+log = logging.getLogger(__name__)
+
+
+def build_backbone(backbone: str, num_classes: int, pretrained: bool = False, drop_rate: float = 0.0) -> torch.nn.Module:
+    if not timm.is_model(backbone):
+        raise BincountError(f"model.backbone: timm has no model {backbone!r} (see timm.list_models())")
+    try:
+        return timm.create_model(backbone, pretrained=pretrained, num_classes=num_classes, drop_rate=drop_rate)
+    except Exception as e:  # hub errors come in many types: offline, proxy, missing file
+        if not pretrained:
+            raise
+        raise BincountError(
+            f"model.pretrained=true could not fetch timm's ImageNet weights for {backbone} ({type(e).__name__}: "
+            f"{str(e).splitlines()[0][:160]}); this needs internet. Offline, pass model.weights=PATH "
+            "(a local .safetensors or .pth state dict) or model.pretrained=false") from None
+
+
+def load_weights(model: torch.nn.Module, path: str | Path) -> dict[str, list[str]]:
+    """Load a local weights file into ``model``: a safetensors file, a plain state dict or a Lightning
+    checkpoint, never unpickling arbitrary objects. Tensors whose shape does not fit (a classifier
+    head for another number of classes) are left at their initial values and reported."""
+    path = Path(path)
+    if not path.is_file():
+        raise BincountError(f"model.weights: no such file {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+        state = load_file(str(path))
+    else:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise BincountError(f"model.weights: {path} is not a loadable weights file ({type(e).__name__})") from None
+        if "state_dict" in state:  # a Lightning checkpoint of this module
+            state = {k.removeprefix("model."): v for k, v in state["state_dict"].items()}
+    own = model.state_dict()
+    fitting = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    result = model.load_state_dict(fitting, strict=False)
+    report = {"loaded": sorted(fitting), "missing": sorted(result.missing_keys),
+              "skipped_shape": sorted(k for k in state if k in own and k not in fitting),
+              "unexpected": sorted(k for k in state if k not in own)}
+    if not fitting:
+        raise BincountError(f"model.weights: no tensor of {path} fits this backbone; is it the right model?")
+    log.info("weights %s: %d tensors loaded, %d left initial (%s)", path, len(fitting), len(report["missing"]),
+             ", ".join(report["missing"][:4]))
+    return report
+
+
+class CountingModel(L.LightningModule):
+    def __init__(
+        self,
+        backbone: str = "resnet50",
+        classes: Sequence[int] = (1, 2, 3, 4, 5),
+        pretrained: bool = False,
+        weights: str | None = None,
+        image_size: int = 224,
+        drop_rate: float = 0.0,
+        label_smoothing: float = 0.0,
+        channels_last: bool = False,
+        optimizer: Callable | None = None,
+        scheduler: Callable | None = None,
+    ):
+        super().__init__()
+        classes = [int(c) for c in classes]
+        # Only plain values go into the checkpoint, so it loads with weights_only=True.
+        self.save_hyperparameters(ignore=["optimizer", "scheduler"])
+        self.classes = classes
+        self.model = build_backbone(backbone, len(self.classes), pretrained and not weights, drop_rate)
+        if weights:
+            load_weights(self.model, weights)
+        if channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        # ModuleDict keys may not shadow nn.Module attributes (``train``), hence the suffix.
+        self.metrics = torch.nn.ModuleDict({f"{s}_split": CountMetrics(self.classes) for s in ("train", "val", "test")})
+        self.test_results: dict | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.hparams.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.model(x)
+
+    def predict_counts(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.as_tensor(self.classes, device=logits.device)[logits.argmax(1)]
+
+    def _step(self, batch, stage: str) -> torch.Tensor:
+        x, y = batch
+        logits = self(x)
+        loss = F.cross_entropy(logits, y, label_smoothing=self.hparams.label_smoothing if stage == "train" else 0.0)
+        self.metrics[f"{stage}_split"].update(logits.argmax(1), y)
+        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True,
+                 batch_size=len(y), sync_dist=stage != "train")
+        return loss
+
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx):
+        self._step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._step(batch, "test")
+
+    def predict_step(self, batch, batch_idx):
+        x = batch[0] if isinstance(batch, (list, tuple)) else batch
+        return self(x).softmax(1)
+
+    def _epoch_end(self, stage: str) -> dict:
+        metrics = self.metrics[f"{stage}_split"]
+        values = metrics.compute()
+        metrics.reset()
+        scalars = {k: v for k, v in values.items() if v.ndim == 0}
+        self.log_dict({f"{stage}/{k}": v for k, v in scalars.items()}, prog_bar=stage == "val")
+        per_class = values["acc_per_class"]
+        self.log_dict({f"{stage}/acc_count_{c}": per_class[i] for i, c in enumerate(self.classes)})
+        return values
+
+    def on_train_epoch_end(self):
+        self._epoch_end("train")
+
+    def on_validation_epoch_end(self):
+        self._epoch_end("val")
+
+    def on_test_epoch_end(self):
+        v = self._epoch_end("test")
+        confusion = v["confusion"].long()
+        self.test_results = {
+            "test/acc": v["acc"].item(),
+            "test/rmse": v["rmse"].item(),
+            "test/mae": v["mae"].item(),
+            "test/off_by_one": v["off_by_one"].item(),
+            "test/acc_per_class": {str(c): v["acc_per_class"][i].item() for i, c in enumerate(self.classes)},
+            "test/confusion": confusion.tolist(),  # rows: true count, columns: predicted count
+            "test/images": int(confusion.sum().item()),
+            "test/majority_rate": (confusion.sum(1).max() / confusion.sum().clamp(min=1)).item(),
+            "classes": self.classes,
+        }
+
+    def configure_optimizers(self):
+        factory = self.optimizer_factory or (lambda params: torch.optim.Adam(params, lr=1e-3))
+        optimizer = factory(self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "epoch"}}

@@ -1,0 +1,124 @@
+"""``train(cfg)`` and ``evaluate(cfg)``: the one training function every launcher runs (a local run,
+each rank of a DDP job, a SageMaker container, a sweep trial) and its evaluation twin."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from bincount.data.datamodule import MANIFEST_NAME
+from bincount.data.split import read_manifest
+from bincount.errors import BincountError
+from bincount.model.counter import CountingModel
+from bincount.reports.plots import plot_confusion
+
+log = logging.getLogger(__name__)
+
+METRICS_NAME = "metrics.json"
+
+
+def _instantiate_group(group: DictConfig | None) -> list:
+    """Instantiate every ``_target_`` entry of a config group such as callbacks or logger."""
+    if not group:
+        return []
+    return [instantiate(c) for c in group.values() if isinstance(c, DictConfig) and "_target_" in c]
+
+
+def _write_results(results: dict, out: Path, title: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / METRICS_NAME).write_text(json.dumps(results, indent=2))
+    plot_confusion(results["test/confusion"], results["classes"], out / "confusion_matrix.png", title)
+    log.info("test: acc %.3f, rmse %.3f, mae %.3f (n=%d, majority-class rate %.3f) -> %s",
+             results["test/acc"], results["test/rmse"], results["test/mae"], results["test/images"],
+             results["test/majority_rate"], out / METRICS_NAME)
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Fit, checkpoint the best model by validation accuracy, test it, write metrics and plots.
+
+    Returns the value of ``cfg.optimized_metric`` at the best checkpoint (for sweeps).
+    """
+    started = time.time()
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True)
+    out = Path(cfg.paths.output_dir)
+    datamodule = instantiate(cfg.data)
+    model = instantiate(cfg.model)
+    callbacks = _instantiate_group(cfg.get("callbacks"))
+    loggers = _instantiate_group(cfg.get("logger"))
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    for lg in loggers:
+        lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    ckpt_cb = trainer.checkpoint_callback
+    best = ckpt_cb.best_model_path if ckpt_cb and ckpt_cb.best_model_path else None
+    score = ckpt_cb.best_model_score if ckpt_cb else None
+    results: dict = {}
+    if cfg.get("test", True):
+        trainer.test(model, datamodule=datamodule, ckpt_path=best)
+        results = dict(model.test_results or {})
+    if trainer.is_global_zero:
+        results.update({
+            "best_checkpoint": best,
+            "best_val": {cfg.optimized_metric: float(score) if score is not None else None},
+            "epochs": trainer.current_epoch,
+            "seconds": round(time.time() - started, 1),
+            "data": datamodule.data_summary(),
+        })
+        if "test/confusion" in results:
+            _write_results(results, out, f"{cfg.model.backbone} test")
+        else:
+            (out / METRICS_NAME).write_text(json.dumps(results, indent=2))
+    if score is not None:
+        return float(score)
+    metric = trainer.callback_metrics.get(cfg.optimized_metric)
+    return float(metric) if metric is not None else None
+
+
+def _training_manifest(ckpt: Path) -> Path | None:
+    """The split manifest of the run a checkpoint came from (``RUN/checkpoints/x.ckpt`` -> ``RUN/``)."""
+    candidate = ckpt.resolve().parent.parent / MANIFEST_NAME
+    return candidate if candidate.is_file() else None
+
+
+def evaluate(cfg: DictConfig) -> dict:
+    """Test a checkpoint on a folder. Classes and image size come from the checkpoint; the split is
+    ``data.split=all`` (every labelled image) or, by default, the test part of the training run's
+    manifest, found beside the checkpoint, so the test metrics of training are reproduced."""
+    ckpt = Path(cfg.ckpt_path)
+    if not ckpt.is_file():
+        raise BincountError(f"ckpt_path: no such checkpoint {ckpt}")
+    model = CountingModel.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True, pretrained=False,
+                                               weights=None)
+    out = Path(cfg.paths.output_dir)
+    overrides = {"classes": model.classes, "image_size": model.hparams.image_size}
+    train_manifest = _training_manifest(ckpt)
+    if cfg.data.split != "all" and not cfg.data.get("manifest"):
+        if train_manifest is None:
+            raise BincountError(f"data.split={cfg.data.split}: no {MANIFEST_NAME} beside {ckpt.parent.parent}; "
+                                "pass data.manifest=PATH or data.split=all")
+        overrides["manifest"] = str(train_manifest)
+    datamodule = instantiate(cfg.data, **overrides)
+    trainer: L.Trainer = instantiate(cfg.trainer, logger=False, callbacks=_instantiate_group(cfg.get("callbacks")))
+    trainer.test(model, datamodule=datamodule)
+    results = dict(model.test_results)
+    results.update({"checkpoint": str(ckpt), "data": datamodule.data_summary()})
+    if train_manifest is not None:
+        # Evaluating on images the model trained on inflates every figure: say so.
+        seen = {i for i, _, split in read_manifest(train_manifest) if split != "test"}
+        overlap = sorted(r.id for r in datamodule.splits["test"] if r.id in seen)
+        results["overlap_with_training"] = len(overlap)
+        if overlap:
+            log.warning("%d of %d evaluated images were in the training or validation split of this "
+                        "checkpoint (ids match); their figures are optimistic", len(overlap), results["test/images"])
+    if trainer.is_global_zero:
+        _write_results(results, out, f"{model.hparams.backbone} on {Path(cfg.data.root).name}")
+    return results
+

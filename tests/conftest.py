@@ -1,0 +1,81 @@
+"""Shared fixtures: the real ABID development data, small ABID-layout folders built from it, and
+Hydra configs composed exactly as train.py / eval.py compose them."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import open_dict
+
+import bincount.config  # noqa: F401  (resolvers)
+from bincount.paths import PROJECT_ROOT, shared_abid
+
+CONF_DIR = PROJECT_ROOT / "conf"
+os.environ.setdefault("BINCOUNT_NO_PROGRESS", "1")
+
+
+@pytest.fixture(scope="session")
+def abid() -> Path:
+    root = shared_abid()
+    if not (root / "dev-224" / "metadata").is_dir():
+        pytest.skip(f"ABID development data not found at {root} (set BINCOUNT_ABID)")
+    return root
+
+
+@pytest.fixture(scope="session")
+def dev224(abid) -> Path:
+    return abid / "dev-224"
+
+
+def ids_by_count(root: Path, per_count: int, counts=(1, 2, 3, 4, 5)) -> list[str]:
+    """The first ``per_count`` ids (sorted) of each count in a real ABID folder."""
+    chosen: dict[int, list[str]] = {c: [] for c in counts}
+    for mf in sorted((root / "metadata").glob("*.json")):
+        c = json.loads(mf.read_text()).get("EXPECTED_QUANTITY")
+        if c in chosen and len(chosen[c]) < per_count:
+            chosen[c].append(mf.stem)
+        if all(len(v) >= per_count for v in chosen.values()):
+            break
+    return [i for c in counts for i in chosen[c]]
+
+
+def make_abid_slice(src: Path, dst: Path, ids: list[str]) -> Path:
+    """An ABID-layout folder in a temp dir holding these ids of a real one (symlinked images)."""
+    (dst / "bin-images").mkdir(parents=True, exist_ok=True)
+    (dst / "metadata").mkdir(parents=True, exist_ok=True)
+    for i in ids:
+        (dst / "bin-images" / f"{i}.jpg").symlink_to(src / "bin-images" / f"{i}.jpg")
+        shutil.copy(src / "metadata" / f"{i}.json", dst / "metadata" / f"{i}.json")
+    return dst
+
+
+@pytest.fixture(scope="session")
+def small_abid(dev224, tmp_path_factory) -> Path:
+    """40 real images per count 1-5 from dev-224."""
+    return make_abid_slice(dev224, tmp_path_factory.mktemp("abid-small"), ids_by_count(dev224, 40))
+
+
+def compose_cfg(config_name: str, overrides: list[str], output_dir: Path):
+    """Compose a config as the entry points do, with the run directory set to ``output_dir``."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(output_dir)
+        cfg.hydra.runtime.cwd = str(PROJECT_ROOT)
+        cfg.hydra.job.num = 0
+    HydraConfig.instance().set_config(cfg)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    return cfg
+
+
+# A model small enough to train in seconds on a 2-core CPU.
+TINY = ["model.backbone=resnet10t", "data.image_size=32", "data.batch_size=32", "data.num_workers=0",
+        "trainer.accelerator=cpu", "trainer.devices=1", "callbacks.rich_progress_bar=null"]
