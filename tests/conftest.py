@@ -79,3 +79,34 @@ def compose_cfg(config_name: str, overrides: list[str], output_dir: Path):
 # A model small enough to train in seconds on a 2-core CPU.
 TINY = ["model.backbone=resnet10t", "data.image_size=32", "data.batch_size=32", "data.num_workers=0",
         "trainer.accelerator=cpu", "trainer.devices=1", "callbacks.rich_progress_bar=null"]
+
+
+@pytest.fixture(scope="session")
+def aws_server():
+    """A real AWS API server (moto) on 127.0.0.1 with a free port, serving S3, SageMaker and the rest;
+    yields its endpoint URL. Credentials and region are fake and set for the whole session."""
+    from moto.server import ThreadedMotoServer
+
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing",
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture
+def aws(aws_server):
+    """The loopback AWS server, emptied before each test."""
+    import urllib.request
+
+    urllib.request.urlopen(urllib.request.Request(f"{aws_server}/moto-api/reset", method="POST")).read()
+    return aws_server
