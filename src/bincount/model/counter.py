@@ -71,6 +71,7 @@ class CountingModel(L.LightningModule):
         image_size: int = 224,
         drop_rate: float = 0.0,
         label_smoothing: float = 0.0,
+        count_loss_weight: float = 0.0,
         channels_last: bool = False,
         optimizer: Callable | None = None,
         scheduler: Callable | None = None,
@@ -85,6 +86,7 @@ class CountingModel(L.LightningModule):
             load_weights(self.model, weights)
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        self.register_buffer("count_values", torch.tensor(classes, dtype=torch.float32), persistent=False)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         # ModuleDict keys may not shadow nn.Module attributes (``train``), hence the suffix.
         self.metrics = torch.nn.ModuleDict({f"{s}_split": CountMetrics(self.classes) for s in ("train", "val", "test")})
@@ -102,6 +104,11 @@ class CountingModel(L.LightningModule):
         x, y = batch
         logits = self(x)
         loss = F.cross_entropy(logits, y, label_smoothing=self.hparams.label_smoothing if stage == "train" else 0.0)
+        if self.hparams.count_loss_weight:
+            # Counts are ordered: also penalise how far the expected count is from the truth, so
+            # guessing 4 for a bin of 5 costs less than guessing 1.
+            expected = logits.float().softmax(1) @ self.count_values
+            loss = loss + self.hparams.count_loss_weight * F.smooth_l1_loss(expected, self.count_values[y])
         self.metrics[f"{stage}_split"].update(logits.argmax(1), y)
         self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True,
                  batch_size=len(y), sync_dist=stage != "train")
@@ -111,7 +118,8 @@ class CountingModel(L.LightningModule):
         return self._step(batch, "train")
 
     def validation_step(self, batch, batch_idx):
-        self._step(batch, "val")
+        # returned so callbacks (the debuggers) see each validation batch's loss
+        return self._step(batch, "val")
 
     def test_step(self, batch, batch_idx):
         self._step(batch, "test")
