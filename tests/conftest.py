@@ -110,3 +110,23 @@ def aws(aws_server):
 
     urllib.request.urlopen(urllib.request.Request(f"{aws_server}/moto-api/reset", method="POST")).read()
     return aws_server
+
+
+@pytest.fixture(scope="session")
+def counter_ckpt(small_abid, tmp_path_factory) -> Path:
+    """A real Lightning checkpoint of a tiny counter (resnet10t, 32 px, 3 epochs on ``small_abid``), with
+    the run's split_manifest.csv beside it as train.py writes it. Built without Hydra for speed."""
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from bincount.data.datamodule import BinDataModule
+    from bincount.model.counter import CountingModel
+
+    run = tmp_path_factory.mktemp("counter-run")
+    L.seed_everything(0, workers=True)
+    dm = BinDataModule(str(small_abid), image_size=32, batch_size=32, num_workers=0, output_dir=str(run))
+    model = CountingModel(backbone="resnet10t", image_size=32)
+    ckpt = ModelCheckpoint(dirpath=run / "checkpoints", filename="best", monitor="val/acc", mode="max")
+    L.Trainer(max_epochs=3, accelerator="cpu", devices=1, logger=False, callbacks=[ckpt], enable_progress_bar=False,
+              enable_model_summary=False).fit(model, datamodule=dm)
+    return run / "checkpoints" / "best.ckpt"

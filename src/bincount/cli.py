@@ -14,6 +14,11 @@ from bincount.errors import explain
 # Modules that contribute subcommands (each defines register(subparsers)).
 COMMANDS = [
     "bincount.cli",
+    "bincount.predict",
+    "bincount.inventory",
+    "bincount.serve.server",
+    "bincount.serve.export",
+    "bincount.serve.deploy",
 ]
 
 

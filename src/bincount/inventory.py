@@ -1,0 +1,268 @@
+"""Reconcile predicted counts with the inventory's expected quantities: which bins must a person check?
+
+Each bin gets one decision:
+
+- ``match``: the model is confident and agrees with the expected quantity (auto-verified);
+- ``mismatch``: the model is confident and disagrees (auto-flagged: the record or the bin is wrong;
+  ``predicted_count`` is the proposed correction);
+- ``needs-audit``: the model's confidence is below the threshold, so a person counts the bin.
+
+The threshold is given, or chosen on validation predictions as the smallest confidence at which the
+model's counts are right at least ``target_precision`` of the time. Where true counts are known
+(predictions of an ABID folder), the summary measures how often the automatic decisions were right.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bincount.data.records import METADATA_DIR, parse_metadata
+from bincount.errors import BincountError
+from bincount.predict import Prediction, read_predictions
+
+MATCH, MISMATCH, AUDIT = "match", "mismatch", "needs-audit"
+
+
+@dataclass(frozen=True)
+class Expected:
+    count: int
+    skus: tuple[str, ...] = ()  # SKU names, carried along to the decisions
+
+
+@dataclass
+class Decision:
+    bin_id: str
+    decision: str
+    expected_count: int
+    predicted_count: int
+    confidence: float
+    sku_names: str
+    true_count: int | None = None
+
+    @property
+    def correct(self) -> bool | None:
+        """Was an automatic decision right? ``match`` is right when the bin really holds the expected
+        quantity, ``mismatch`` when it does not. None for audits and unlabelled bins."""
+        if self.decision == AUDIT or self.true_count is None:
+            return None
+        return (self.decision == MATCH) == (self.true_count == self.expected_count)
+
+
+@dataclass(frozen=True)
+class Threshold:
+    threshold: float
+    target_precision: float | None
+    precision: float | None  # accuracy of the counts at or above the threshold, on the calibration set
+    coverage: float | None  # share of the calibration set at or above it
+    calibration_images: int = 0
+
+
+# -- expected quantities ------------------------------------------------------------------------
+def _expected_from_metadata(files: list[Path]) -> tuple[dict[str, Expected], list[str]]:
+    expected, unusable = {}, []
+    for f in files:
+        try:
+            count, skus = parse_metadata(json.loads(f.read_text()))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            count, skus = None, ()
+        if count is None:
+            unusable.append(f.stem)
+        else:
+            expected[f.stem] = Expected(count, tuple(s.name for s in skus))
+    return expected, unusable
+
+
+def _expected_from_csv(path: Path) -> tuple[dict[str, Expected], list[str]]:
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        fields = reader.fieldnames or []
+        id_col = next((c for c in ("bin_id", "id") if c in fields), None)
+        count_col = next((c for c in ("expected_count", "expected_quantity", "expected") if c in fields), None)
+        if id_col is None or count_col is None:
+            raise BincountError(f"{path}: needs columns bin_id and expected_count (optional sku_names, "
+                                f"separated by '|'); it has {', '.join(fields) or 'none'}")
+        expected, unusable = {}, []
+        for row in reader:
+            try:
+                count = int(row[count_col])
+                if count < 0:
+                    raise ValueError
+            except (TypeError, ValueError):
+                unusable.append(row[id_col])
+                continue
+            names = tuple(n for n in (row.get("sku_names") or "").split("|") if n)
+            expected[row[id_col]] = Expected(count, names)
+    return expected, unusable
+
+
+def read_expected(sources: list[str]) -> tuple[dict[str, Expected], list[str]]:
+    """Expected quantities by bin id, and the ids whose record has no valid quantity. Sources: a CSV
+    (bin_id, expected_count, sku_names), ABID metadata JSON files, a folder of them, or an ABID folder."""
+    expected: dict[str, Expected] = {}
+    unusable: list[str] = []
+    for src in sources:
+        path = Path(src)
+        if path.is_dir():
+            folder = path / METADATA_DIR if (path / METADATA_DIR).is_dir() else path
+            got = _expected_from_metadata(sorted(folder.glob("*.json")))
+        elif path.suffix == ".json" and path.is_file():
+            got = _expected_from_metadata([path])
+        elif path.suffix == ".csv" and path.is_file():
+            got = _expected_from_csv(path)
+        else:
+            raise BincountError(f"--expected {src}: not a CSV, a metadata JSON or a folder of them")
+        expected.update(got[0])
+        unusable += got[1]
+    if not expected:
+        raise BincountError(f"--expected {' '.join(sources)}: no expected quantities found")
+    return expected, unusable
+
+
+# -- threshold ----------------------------------------------------------------------------------
+def choose_threshold(confidence: np.ndarray, correct: np.ndarray, target_precision: float) -> Threshold:
+    """The smallest confidence threshold at which the predictions kept (confidence >= threshold) are
+    right at least ``target_precision`` of the time. When none is, the threshold is above 1: every
+    bin goes to a person."""
+    confidence, correct = np.asarray(confidence, float), np.asarray(correct, bool)
+    if not len(confidence):
+        raise BincountError("the calibration predictions are empty; predict a labelled validation set first")
+    order = np.argsort(-confidence, kind="stable")
+    conf, hits = confidence[order], np.cumsum(correct[order])
+    kept = np.arange(1, len(conf) + 1)
+    # Only the last index of each run of equal confidences is a real cut (ties go together).
+    last = np.r_[conf[1:] != conf[:-1], True]
+    precision = hits / kept
+    ok = np.flatnonzero(last & (precision >= target_precision))
+    if not len(ok):
+        return Threshold(float(np.nextafter(1.0, 2.0)), target_precision, None, 0.0, len(conf))
+    i = ok[-1]  # the deepest cut that still meets the target: the smallest threshold
+    return Threshold(float(conf[i]), target_precision, round(float(precision[i]), 4),
+                     round(float(kept[i] / len(conf)), 4), len(conf))
+
+
+def calibrate(predictions: list[Prediction], target_precision: float) -> Threshold:
+    labelled = [p for p in predictions if p.true_count is not None]
+    if not labelled:
+        raise BincountError("the calibration predictions have no true_count; predict an ABID folder "
+                            "(e.g. `bincount predict CKPT DIR --split val`) to calibrate")
+    return choose_threshold(np.array([p.confidence for p in labelled]),
+                            np.array([p.count == p.true_count for p in labelled]), target_precision)
+
+
+# -- decisions ----------------------------------------------------------------------------------
+def reconcile(predictions: list[Prediction], expected: dict[str, Expected], threshold: float
+              ) -> tuple[list[Decision], dict[str, list[str]]]:
+    """One decision per bin that has both a prediction and an expected quantity; the other bins by reason."""
+    decisions = []
+    predicted_ids = {p.id for p in predictions}
+    unmatched = {"no expected quantity": sorted(p.id for p in predictions if p.id not in expected),
+                 "no photo": sorted(set(expected) - predicted_ids)}
+    for p in sorted(predictions, key=lambda p: p.id):
+        exp = expected.get(p.id)
+        if exp is None:
+            continue
+        decision = AUDIT if p.confidence < threshold else MATCH if p.count == exp.count else MISMATCH
+        decisions.append(Decision(p.id, decision, exp.count, p.count, round(p.confidence, 6),
+                                  "|".join(exp.skus), p.true_count))
+    return decisions, unmatched
+
+
+def _share(hits: int, n: int) -> float | None:
+    return round(hits / n, 4) if n else None
+
+
+def summarize(decisions: list[Decision], threshold: Threshold, unmatched: dict[str, list[str]]) -> dict:
+    """Counts of each decision; where true counts are known, how often each kind of decision was right."""
+    counts = Counter(d.decision for d in decisions)
+    summary = {
+        "bins": len(decisions),
+        "auto_verified": counts[MATCH],
+        "auto_verified_share": _share(counts[MATCH], len(decisions)),
+        "to_check": counts[MISMATCH] + counts[AUDIT],
+        MATCH: counts[MATCH], MISMATCH: counts[MISMATCH], AUDIT: counts[AUDIT],
+        "threshold": asdict(threshold),
+        "unmatched": {k: len(v) for k, v in unmatched.items()},
+    }
+    labelled = [d for d in decisions if d.true_count is not None]
+    if not labelled:
+        return summary
+    confident = [d for d in labelled if d.decision != AUDIT]
+    wrong_records = [d for d in labelled if d.true_count != d.expected_count]
+    summary["labelled"] = {
+        "bins": len(labelled),
+        # an auto-verified bin really holds its expected quantity / a mismatch really is a discrepancy
+        "match_accuracy": _share(sum(d.correct for d in confident if d.decision == MATCH),
+                                 sum(d.decision == MATCH for d in confident)),
+        "mismatch_accuracy": _share(sum(d.correct for d in confident if d.decision == MISMATCH),
+                                    sum(d.decision == MISMATCH for d in confident)),
+        "confident_decision_accuracy": _share(sum(d.correct for d in confident), len(confident)),
+        "count_accuracy_confident": _share(sum(d.predicted_count == d.true_count for d in confident), len(confident)),
+        "count_accuracy_all": _share(sum(d.predicted_count == d.true_count for d in labelled), len(labelled)),
+        "wrong_records": len(wrong_records),
+        "wrong_records_sent_to_a_person": sum(d.decision != MATCH for d in wrong_records),
+    }
+    return summary
+
+
+def write_decisions(decisions: list[Decision], out: Path) -> Path:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fields = ["bin_id", "decision", "expected_count", "predicted_count", "confidence", "sku_names", "true_count"]
+    with out.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        for d in decisions:
+            w.writerow({k: ("" if v is None else v) for k, v in asdict(d).items()})
+    return out
+
+
+def _reconcile(args: argparse.Namespace) -> int:
+    predictions = read_predictions(args.predictions)
+    expected, unusable = read_expected(args.expected)
+    if args.threshold is not None:
+        threshold = Threshold(args.threshold, None, None, None)
+    elif args.calibration:
+        threshold = calibrate(read_predictions(args.calibration), args.target_precision)
+    else:
+        raise BincountError("give --threshold T, or --calibration VAL_PREDICTIONS (with --target-precision) "
+                            "to choose one on validation data")
+    decisions, unmatched = reconcile(predictions, expected, threshold.threshold)
+    if unusable:
+        unmatched["expected quantity not valid"] = sorted(unusable)
+    out = write_decisions(decisions, Path(args.out))
+    summary = summarize(decisions, threshold, unmatched)
+    summary["decisions"] = str(out)
+    if args.summary:
+        Path(args.summary).write_text(json.dumps(summary, indent=2))
+    to_check = [d for d in decisions if d.decision != MATCH]
+    print(f"{len(to_check)} of {len(decisions)} bins to check (threshold {threshold.threshold:.3f}):")
+    for d in to_check[: args.show]:
+        print(f"  {d.bin_id}\t{d.decision}\texpected {d.expected_count}, predicted {d.predicted_count} "
+              f"({d.confidence:.2f})\t{d.sku_names[:60]}")
+    if len(to_check) > args.show:
+        print(f"  ... and {len(to_check) - args.show} more in {out}")
+    print(json.dumps(summary, indent=2), file=sys.stderr)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("reconcile", help="compare predicted counts with expected quantities: match, "
+                                         "mismatch or needs-audit per bin")
+    p.add_argument("predictions", help="predictions CSV/JSON written by `bincount predict`")
+    p.add_argument("--expected", nargs="+", required=True,
+                   help="CSV (bin_id,expected_count[,sku_names]), ABID metadata JSON files, or folders of them")
+    p.add_argument("--threshold", type=float, help="confidence below which a bin goes to a person")
+    p.add_argument("--calibration", help="validation predictions (with true_count) to choose the threshold on")
+    p.add_argument("--target-precision", type=float, default=0.95,
+                   help="accuracy the auto-verified counts must reach on the calibration set")
+    p.add_argument("--out", default="decisions.csv")
+    p.add_argument("--summary", help="also write the summary JSON here")
+    p.add_argument("--show", type=int, default=20, help="bins to list on screen")
+    p.set_defaults(func=_reconcile)

@@ -1,0 +1,138 @@
+"""Export a trained counter for serving: safetensors weights + a small JSON of hyper-parameters (an
+endpoint never unpickles), an ONNX graph checked against PyTorch, and the SageMaker ``model.tar.gz``.
+
+``bincount export RUN/checkpoints/best.ckpt --out model/ --onnx --sagemaker`` writes::
+
+    model/bincount.json        backbone, classes, image_size: what a predictor needs to rebuild the model
+    model/model.safetensors    the backbone's weights
+    model/model.onnx           the same network for ONNX Runtime (--onnx), with parity.json
+    model/model.tar.gz         all of the above + code/ (handler, bincount package) for SageMaker (--sagemaker)
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import logging
+import tarfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bincount.errors import BincountError
+from bincount.serve.predictor import (HPARAMS_NAME, ONNX_NAME, WEIGHTS_NAME, OnnxPredictor, TorchPredictor,
+                                      load_predictor)
+
+log = logging.getLogger(__name__)
+
+TAR_NAME = "model.tar.gz"
+PARITY_NAME = "parity.json"
+OPSET = 17
+# What the SageMaker PyTorch container installs before importing code/inference.py.
+ENDPOINT_REQUIREMENTS = ["timm>=1.0", "safetensors>=0.4", "rich>=13"]
+ENTRY_POINT = "inference.py"
+ENTRY_SOURCE = '"""SageMaker entry point: bincount\'s handler functions."""\n' \
+               "from bincount.serve.handler import input_fn, model_fn, output_fn, predict_fn  # noqa: F401\n"
+
+
+def export_onnx(predictor: TorchPredictor, path: str | Path) -> Path:
+    """Trace the network to ONNX with a dynamic batch axis."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    dummy = torch.zeros(2, 3, predictor.image_size, predictor.image_size)
+    with warnings.catch_warnings():
+        # The TorchScript-based exporter: no extra dependency (the torch.export one needs onnxscript).
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(predictor.model, (dummy,), str(path), dynamo=False, opset_version=OPSET,
+                          input_names=["images"], output_names=["logits"],
+                          dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}})
+    return path
+
+
+def parity(reference: TorchPredictor, candidate: OnnxPredictor, batch: torch.Tensor) -> dict:
+    """How far ONNX Runtime's logits are from PyTorch's on the same preprocessed batch."""
+    a, b = reference.logits(batch), candidate.logits(batch)
+    same = (a.argmax(1) == b.argmax(1))
+    return {"images": int(batch.shape[0]), "max_abs_logit_diff": float(np.abs(a - b).max()),
+            "same_counts": bool(same.all()), "count_disagreements": int((~same).sum())}
+
+
+def export_model(model: str | Path, out: str | Path, onnx: bool = False, parity_images: list[str] | None = None,
+                 sagemaker: bool = False, parity_tolerance: float = 1e-4) -> dict:
+    """Write the served form of a checkpoint (or re-export a folder) into ``out``; return what was written."""
+    from safetensors.torch import save_file
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    predictor = load_predictor(model, "torch")
+    assert isinstance(predictor, TorchPredictor)
+    save_file({k: v.contiguous() for k, v in predictor.model.state_dict().items()}, str(out / WEIGHTS_NAME))
+    (out / HPARAMS_NAME).write_text(json.dumps(predictor.hparams, indent=2))
+    written: dict = {"folder": str(out), "files": [WEIGHTS_NAME, HPARAMS_NAME]}
+    if onnx:
+        onnx_path = export_onnx(predictor, out / ONNX_NAME)
+        if parity_images:
+            from bincount.predict import find_images
+
+            batch = torch.stack([predictor.load(p) for p in find_images(parity_images)[:64]])
+        else:
+            log.warning("no --parity-images: checking ONNX parity on random inputs, not real images")
+            batch = torch.randn(8, 3, predictor.image_size, predictor.image_size, generator=torch.Generator().manual_seed(0))
+        check = parity(predictor, OnnxPredictor(predictor.hparams, onnx_path), batch)
+        check["inputs"] = "images" if parity_images else "random"
+        (out / PARITY_NAME).write_text(json.dumps(check, indent=2))
+        written["files"] += [ONNX_NAME, PARITY_NAME]
+        written["parity"] = check
+        if check["max_abs_logit_diff"] > parity_tolerance or not check["same_counts"]:
+            raise BincountError(f"ONNX export of {model} disagrees with PyTorch (max logit difference "
+                                f"{check['max_abs_logit_diff']:.2e}, {check['count_disagreements']} different counts); "
+                                "serve it with --backend torch")
+    if sagemaker:
+        written["tarball"] = str(write_model_tar(out, out / TAR_NAME))
+    return written
+
+
+def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
+
+
+def write_model_tar(folder: Path, tar_path: Path) -> Path:
+    """The SageMaker model artifact: the exported files at the top, and ``code/`` with the entry point,
+    its requirements and the bincount package, which the PyTorch inference container puts on its path."""
+    import bincount
+
+    package = Path(bincount.__file__).parent
+    requirements = ENDPOINT_REQUIREMENTS + (["onnxruntime>=1.18"] if (folder / ONNX_NAME).is_file() else [])
+    with tarfile.open(tar_path, "w:gz") as tar:
+        for name in (HPARAMS_NAME, WEIGHTS_NAME, ONNX_NAME):
+            if (folder / name).is_file():
+                tar.add(folder / name, arcname=name)
+        _add_bytes(tar, f"code/{ENTRY_POINT}", ENTRY_SOURCE.encode())
+        _add_bytes(tar, "code/requirements.txt", "\n".join(requirements).encode() + b"\n")
+        for src in sorted(package.rglob("*")):
+            if src.is_file() and "__pycache__" not in src.parts:
+                tar.add(src, arcname=f"code/bincount/{src.relative_to(package)}")
+    return tar_path
+
+
+def _export(args: argparse.Namespace) -> int:
+    written = export_model(args.model, args.out, onnx=args.onnx, parity_images=args.parity_images,
+                           sagemaker=args.sagemaker)
+    print(json.dumps(written, indent=2))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="export a checkpoint for serving: safetensors + JSON, ONNX, SageMaker tarball")
+    p.add_argument("model", help="RUN/checkpoints/best.ckpt (or an exported folder)")
+    p.add_argument("--out", required=True, help="folder to write the exported model into")
+    p.add_argument("--onnx", action="store_true", help="also write model.onnx and check it against PyTorch")
+    p.add_argument("--parity-images", nargs="+", metavar="PATH",
+                   help="images or folders for the ONNX parity check (default: random inputs)")
+    p.add_argument("--sagemaker", action="store_true", help="also write model.tar.gz for a SageMaker endpoint")
+    p.set_defaults(func=_export)

@@ -1,0 +1,133 @@
+"""The inference handler shared by the SageMaker endpoint and ``bincount serve``: SageMaker's four
+functions, ``model_fn``, ``input_fn``, ``predict_fn``, ``output_fn``.
+
+Requests: a single image (``image/jpeg``, ``image/png``, ``application/x-image``), or JSON
+``{"image": "<base64>"}`` / ``{"images": ["<base64>", ...]}``. Response: JSON
+``{"predictions": [{"count": 3, "confidence": 0.81, "probabilities": {"1": 0.01, ...}}, ...]}``.
+Bad input raises ``RequestError`` with a 4xx status; inside SageMaker's container it derives from the
+inference toolkit's own error, so the endpoint answers with that status too.
+
+Limits come from the environment so the endpoint and the local server read the same knobs:
+``BINCOUNT_BACKEND`` (torch | onnx), ``BINCOUNT_MAX_IMAGES`` (per request, default 64) and
+``BINCOUNT_MAX_PIXELS`` (per image, default 40 million: a decompression-bomb guard).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import json
+import os
+
+from PIL import Image
+
+from bincount.serve.predictor import Predictor, load_predictor
+
+try:  # in SageMaker's PyTorch container: the toolkit answers with this error's status code
+    from sagemaker_inference.errors import GenericInferenceToolkitError as _ToolkitError
+except ImportError:
+    _ToolkitError = Exception
+
+IMAGE_TYPES = ("image/jpeg", "image/png", "application/x-image")
+JSON_TYPE = "application/json"
+ACCEPTED = ", ".join(IMAGE_TYPES + (JSON_TYPE,))
+
+
+class RequestError(_ToolkitError):
+    """A request the handler refuses: ``status_code`` is the HTTP status, ``message`` says why."""
+
+    def __init__(self, status_code: int, message: str):
+        Exception.__init__(self, message)
+        self.status_code, self.message = status_code, message
+        self.phrase = message
+
+
+def _limit(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+def _media_type(content_type: str | None) -> str:
+    return (content_type or "").split(";")[0].strip().lower()
+
+
+def _check_image(data: bytes, where: str) -> bytes:
+    """Refuse what is not an image, or would decode to an enormous one, before any pixel is decoded."""
+    if not data:
+        raise RequestError(400, f"{where} is empty; send the bytes of a JPEG or PNG image")
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            width, height = im.size
+    except Exception:
+        raise RequestError(400, f"{where} is not an image PIL can read; send a JPEG or PNG") from None
+    if width * height > _limit("BINCOUNT_MAX_PIXELS", 40_000_000):
+        raise RequestError(413, f"{where} is {width}x{height} pixels, over BINCOUNT_MAX_PIXELS; resize it first")
+    return data
+
+
+def _from_json(body: bytes) -> list[bytes]:
+    try:
+        doc = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise RequestError(400, f"the body is not valid JSON ({e.__class__.__name__}); "
+                                'send {"image": "<base64>"} or {"images": [...]}') from None
+    if isinstance(doc, dict) and isinstance(doc.get("image"), str):
+        items = [doc["image"]]
+    elif isinstance(doc, dict) and isinstance(doc.get("images"), list):
+        items = doc["images"]
+    else:
+        raise RequestError(400, 'JSON must be {"image": "<base64>"} or {"images": ["<base64>", ...]}')
+    if not items:
+        raise RequestError(400, '"images" is empty; send at least one base64 image')
+    if len(items) > _limit("BINCOUNT_MAX_IMAGES", 64):
+        raise RequestError(413, f"{len(items)} images in one request, over BINCOUNT_MAX_IMAGES; split the batch")
+    decoded = []
+    for i, item in enumerate(items):
+        if not isinstance(item, str):
+            raise RequestError(400, f"image {i} is not a base64 string")
+        try:
+            decoded.append(base64.b64decode(item, validate=True))
+        except (binascii.Error, ValueError):
+            raise RequestError(400, f"image {i} is not valid base64") from None
+    return decoded
+
+
+# -- SageMaker's four functions -----------------------------------------------------------------
+def model_fn(model_dir: str) -> Predictor:
+    """Load the exported model of ``model_dir`` (bincount.json + model.safetensors or model.onnx)."""
+    return load_predictor(model_dir, os.environ.get("BINCOUNT_BACKEND", "torch"))
+
+
+def input_fn(request_body: bytes | str, request_content_type: str | None) -> list[bytes]:
+    """Encoded images of a request, checked to be readable images within the limits."""
+    body = request_body.encode() if isinstance(request_body, str) else bytes(request_body or b"")
+    media = _media_type(request_content_type)
+    if media not in IMAGE_TYPES and media != JSON_TYPE:
+        raise RequestError(415, f"content type {request_content_type!r} is not supported; use one of {ACCEPTED}")
+    if not body:
+        raise RequestError(400, f"the request body is empty; send an image ({ACCEPTED})")
+    if media == JSON_TYPE:
+        return [_check_image(data, f"image {i}") for i, data in enumerate(_from_json(body))]
+    return [_check_image(body, "the body")]
+
+
+def predict_fn(input_data: list[bytes], model: Predictor) -> list[dict]:
+    """Decode with the model's own evaluation preprocessing, then one batched forward pass."""
+    tensors = []
+    for i, data in enumerate(input_data):
+        try:
+            tensors.append(model.load(data))
+        except Exception as e:  # truncated or corrupt pixel data only shows when decoding
+            raise RequestError(400, f"image {i} could not be decoded ({e.__class__.__name__}: {e}); "
+                                    "is it truncated?") from None
+    probabilities = model.predict(tensors)
+    return [{"count": count, "confidence": round(float(p.max()), 6),
+             "probabilities": {str(c): round(float(q), 6) for c, q in zip(model.classes, p)}}
+            for count, p in zip(model.counts(probabilities), probabilities)]
+
+
+def output_fn(prediction: list[dict], accept: str | None) -> tuple[str, str]:
+    media = _media_type(accept)
+    if media not in ("", "*/*", JSON_TYPE):
+        raise RequestError(406, f"cannot answer in {accept!r}; accept {JSON_TYPE}")
+    return json.dumps({"predictions": prediction}), JSON_TYPE

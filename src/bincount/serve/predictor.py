@@ -1,0 +1,194 @@
+"""Predictors: a trained counter behind one small API, on PyTorch or ONNX Runtime.
+
+``load_predictor(path, backend)`` takes a Lightning checkpoint, an exported model folder (see
+``bincount.serve.export``) or an ``.onnx`` file, and returns an object whose ``predict(images)``
+gives class probabilities. Preprocessing is the evaluation transform of training, so a served
+model sees exactly what ``eval.py`` showed it. Weights load with ``weights_only=True`` or from
+safetensors: nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import tempfile
+import threading
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from bincount.data.dataset import load_rgb
+from bincount.data.transforms import eval_transform
+from bincount.errors import BincountError
+
+log = logging.getLogger(__name__)
+
+HPARAMS_NAME = "bincount.json"
+WEIGHTS_NAME = "model.safetensors"
+ONNX_NAME = "model.onnx"
+BACKENDS = ("torch", "onnx")
+# What a served model needs to rebuild itself; the rest of a checkpoint's hyper-parameters is training.
+SERVED_HPARAMS = ("backbone", "classes", "image_size", "channels_last")
+
+
+class Predictor(ABC):
+    """Images in, class probabilities out. Thread-safe: one forward pass at a time, since each pass
+    already uses every core."""
+
+    backend = ""
+
+    def __init__(self, hparams: dict):
+        self.hparams = {k: hparams[k] for k in SERVED_HPARAMS if k in hparams}
+        self.classes = [int(c) for c in hparams["classes"]]
+        self.image_size = int(hparams["image_size"])
+        self.transform = eval_transform(self.image_size)
+        self._lock = threading.Lock()
+
+    # -- preprocessing ----------------------------------------------------------------------
+    def load(self, source: str | Path | bytes) -> torch.Tensor:
+        """Decode one image (a path or encoded bytes) and preprocess it as evaluation does."""
+        return self.transform(load_rgb(io.BytesIO(source) if isinstance(source, bytes) else source, self.image_size))
+
+    def batch(self, images: Sequence[Image.Image | torch.Tensor] | torch.Tensor) -> torch.Tensor:
+        if isinstance(images, torch.Tensor):
+            return images if images.ndim == 4 else images.unsqueeze(0)
+        return torch.stack([im if isinstance(im, torch.Tensor) else self.transform(im.convert("RGB"))
+                            for im in images])
+
+    # -- inference --------------------------------------------------------------------------
+    @abstractmethod
+    def _logits(self, x: torch.Tensor) -> np.ndarray:
+        """Logits of a preprocessed batch, on this backend."""
+
+    def logits(self, images) -> np.ndarray:
+        x = self.batch(images)
+        if x.shape[0] == 0:
+            return np.zeros((0, len(self.classes)), dtype=np.float32)
+        with self._lock:
+            return self._logits(x)
+
+    def predict(self, images) -> np.ndarray:
+        """Probabilities, shape (images, classes), for PIL images, preprocessed tensors or a batch tensor."""
+        return softmax(self.logits(images))
+
+    def counts(self, probabilities: np.ndarray) -> list[int]:
+        return [self.classes[i] for i in probabilities.argmax(1)]
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = np.exp(logits - logits.max(1, keepdims=True))
+    return z / z.sum(1, keepdims=True)
+
+
+class TorchPredictor(Predictor):
+    backend = "torch"
+
+    def __init__(self, hparams: dict, state_dict: dict[str, torch.Tensor]):
+        super().__init__(hparams)
+        import timm  # timm directly, not CountingModel: an endpoint container needs no Lightning
+
+        if not timm.is_model(hparams["backbone"]):
+            raise BincountError(f"backbone {hparams['backbone']!r} is not in this timm ({timm.__version__}); upgrade timm")
+        self.model = timm.create_model(hparams["backbone"], pretrained=False, num_classes=len(self.classes))
+        try:
+            self.model.load_state_dict(state_dict, strict=True)
+        except RuntimeError as e:
+            raise BincountError(f"the weights do not fit a {hparams['backbone']} with {len(self.classes)} classes "
+                                f"({str(e).splitlines()[0][:160]}); is the model file from another run?") from None
+        self.model.eval()
+        self.channels_last = bool(hparams.get("channels_last"))
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+
+    def _logits(self, x: torch.Tensor) -> np.ndarray:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            return self.model(x).float().numpy()
+
+
+class OnnxPredictor(Predictor):
+    backend = "onnx"
+
+    def __init__(self, hparams: dict, onnx_path: str | Path, threads: int = 0):
+        super().__init__(hparams)
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads  # 0: one per core, as torch does
+        self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+
+    def _logits(self, x: torch.Tensor) -> np.ndarray:
+        return self.session.run(None, {self.input_name: x.numpy()})[0]
+
+
+# -- reading model files ------------------------------------------------------------------------
+def read_checkpoint(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    """Hyper-parameters and backbone state dict of a Lightning checkpoint written by train.py."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise BincountError(f"{path} is not a checkpoint that loads with weights_only=True ({type(e).__name__}); "
+                            "pass a best.ckpt written by train.py or a folder from `bincount export`") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
+        raise BincountError(f"{path} has no state_dict and hyper_parameters; is it a bincount checkpoint?")
+    state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    return dict(ckpt["hyper_parameters"]), state
+
+
+def read_hparams(folder: Path) -> dict:
+    path = folder / HPARAMS_NAME
+    try:
+        hparams = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise BincountError(f"{folder} has no {HPARAMS_NAME}; export the model with `bincount export CKPT --out DIR`") from None
+    missing = [k for k in ("backbone", "classes", "image_size") if k not in hparams]
+    if missing:
+        raise BincountError(f"{path} lacks {', '.join(missing)}; re-export the model with `bincount export`")
+    return hparams
+
+
+def load_predictor(path: str | Path, backend: str = "torch", threads: int = 0) -> Predictor:
+    """A predictor for a checkpoint (``.ckpt``), an exported folder, or a ``.onnx``/``.safetensors`` file
+    beside its ``bincount.json``. ``backend="onnx"`` on a checkpoint or a folder without ``model.onnx``
+    exports one to a temporary folder first."""
+    if backend not in BACKENDS:
+        raise BincountError(f"backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    path = Path(path)
+    if not path.exists():
+        raise BincountError(f"no such model {path}; pass RUN/checkpoints/best.ckpt or a `bincount export` folder")
+    if path.is_file() and path.suffix in (".onnx", ".safetensors"):
+        folder = path.parent
+        if (path.suffix == ".onnx") != (backend == "onnx"):
+            raise BincountError(f"{path.name} is a {path.suffix[1:]} file; use --backend "
+                                f"{'onnx' if path.suffix == '.onnx' else 'torch'} or pass the folder")
+    else:
+        folder = path if path.is_dir() else None
+
+    if folder is None:  # a Lightning checkpoint
+        hparams, state = read_checkpoint(path)
+    else:
+        hparams = read_hparams(folder)
+        onnx_file = path if path.suffix == ".onnx" else folder / ONNX_NAME
+        if backend == "onnx" and onnx_file.is_file():
+            return OnnxPredictor(hparams, onnx_file, threads)
+        weights = path if path.suffix == ".safetensors" else folder / WEIGHTS_NAME
+        if not weights.is_file():
+            raise BincountError(f"{folder} has no {weights.name}; export the model with `bincount export CKPT --out DIR`")
+        from safetensors.torch import load_file
+
+        state = load_file(str(weights))
+    torch_predictor = TorchPredictor(hparams, state)
+    if backend == "torch":
+        return torch_predictor
+    from bincount.serve.export import export_onnx
+
+    onnx_file = export_onnx(torch_predictor, Path(tempfile.mkdtemp(prefix="bincount-onnx-")) / ONNX_NAME)
+    log.info("exported %s to %s for ONNX Runtime", path, onnx_file)
+    return OnnxPredictor(hparams, onnx_file, threads)

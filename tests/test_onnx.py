@@ -1,0 +1,88 @@
+"""ONNX export and the ONNX Runtime backend: parity with PyTorch on real dev-224 images (logits within
+1e-4, identical counts), at the checkpoint's size and at the mission's 224 px; the exported folder and
+the SageMaker tarball load and serve on their own."""
+
+import json
+import subprocess
+import sys
+import tarfile
+
+import numpy as np
+import pytest
+import timm
+import torch
+
+from bincount.serve.export import export_model, export_onnx
+from bincount.serve.predictor import OnnxPredictor, TorchPredictor, load_predictor
+from conftest import ids_by_count
+
+
+@pytest.fixture(scope="module")
+def real_images(dev224):
+    return [dev224 / "bin-images" / f"{i}.jpg" for i in ids_by_count(dev224, 8)]  # 40 images, counts 1-5
+
+
+def assert_parity(reference, candidate, images):
+    x = torch.stack([reference.load(p) for p in images])
+    a, b = reference.logits(x), candidate.logits(x)
+    assert np.abs(a - b).max() < 1e-4
+    assert reference.counts(reference.predict(x)) == candidate.counts(candidate.predict(x))
+
+
+def test_onnx_backend_matches_pytorch_on_real_images(counter_ckpt, real_images):
+    assert_parity(load_predictor(counter_ckpt, "torch"), load_predictor(counter_ckpt, "onnx"), real_images)
+
+
+def test_parity_at_the_mission_image_size(tmp_path, real_images):
+    """A 224 px network (resnet10t here, for speed) exported and run on real 224x224 images."""
+    torch.manual_seed(0)
+    hparams = {"backbone": "resnet10t", "classes": [1, 2, 3, 4, 5], "image_size": 224}
+    state = timm.create_model("resnet10t", num_classes=5).state_dict()
+    reference = TorchPredictor(hparams, state)
+    candidate = OnnxPredictor(hparams, export_onnx(reference, tmp_path / "m.onnx"))
+    assert_parity(reference, candidate, real_images)
+
+
+def test_export_writes_a_self_describing_folder(counter_ckpt, tmp_path, real_images, dev224):
+    out = tmp_path / "model"
+    written = export_model(counter_ckpt, out, onnx=True, parity_images=[str(p) for p in real_images], sagemaker=True)
+    for name in ("bincount.json", "model.safetensors", "model.onnx", "parity.json", "model.tar.gz"):
+        assert (out / name).is_file(), name
+    hparams = json.loads((out / "bincount.json").read_text())
+    assert hparams == {"backbone": "resnet10t", "classes": [1, 2, 3, 4, 5], "image_size": 32, "channels_last": False}
+    check = json.loads((out / "parity.json").read_text())
+    assert check["images"] == len(real_images) and check["inputs"] == "images"
+    assert check["max_abs_logit_diff"] < 1e-4 and check["same_counts"] and written["parity"] == check
+    # the folder serves on either backend, with the checkpoint's own predictions
+    x = torch.stack([load_predictor(counter_ckpt).load(p) for p in real_images])
+    want = load_predictor(counter_ckpt).predict(x)
+    np.testing.assert_allclose(load_predictor(out, "torch").predict(x), want, atol=1e-6)
+    np.testing.assert_allclose(load_predictor(out, "onnx").predict(x), want, atol=1e-5)
+    np.testing.assert_allclose(load_predictor(out / "model.onnx", "onnx").predict(x), want, atol=1e-5)
+
+
+def test_the_sagemaker_tarball_runs_on_its_own_code(counter_ckpt, tmp_path, real_images):
+    """Unpacked as the PyTorch container does (/opt/ml/model, code/ on the path), the entry point loads
+    the model with the bincount copy inside the tarball and answers a real image."""
+    out = tmp_path / "model"
+    export_model(counter_ckpt, out, sagemaker=True)
+    opt_ml_model = tmp_path / "opt-ml-model"
+    with tarfile.open(out / "model.tar.gz") as tar:
+        names = tar.getnames()
+        tar.extractall(opt_ml_model, filter="data")
+    assert {"bincount.json", "model.safetensors", "code/inference.py", "code/requirements.txt",
+            "code/bincount/serve/handler.py"} <= set(names)
+    assert not any("__pycache__" in n for n in names)
+    script = (
+        "import os, sys, json; sys.path.insert(0, os.path.abspath('code'))\n"
+        "import inference, bincount\n"
+        "assert bincount.__file__.startswith(sys.path[0]), bincount.__file__\n"
+        "model = inference.model_fn('.')\n"
+        f"data = inference.input_fn(open({str(real_images[0])!r}, 'rb').read(), 'image/jpeg')\n"
+        "print(inference.output_fn(inference.predict_fn(data, model), 'application/json')[0])\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script], cwd=opt_ml_model, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    got = json.loads(run.stdout.strip().splitlines()[-1])["predictions"][0]
+    direct = load_predictor(counter_ckpt)
+    assert got["count"] == direct.counts(direct.predict([direct.load(real_images[0])]))[0]

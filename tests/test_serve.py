@@ -1,0 +1,229 @@
+"""The local inference server on loopback, spoken to over real HTTP: SageMaker's /ping and
+/invocations contract, every kind of bad input refused with a 4xx JSON error, a bounded concurrent
+load with zero errors, and models that load without unpickling."""
+
+import base64
+import http.client
+import io
+import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from bincount.errors import BincountError
+from bincount.serve import handler
+from bincount.serve.predictor import load_predictor
+from bincount.serve.server import start_server
+from conftest import ids_by_count
+
+MAX_BODY = 256 * 1024
+
+
+@pytest.fixture(scope="module")
+def predictor(counter_ckpt):
+    return load_predictor(counter_ckpt, "torch")
+
+
+@pytest.fixture(scope="module")
+def server(predictor):
+    srv = start_server(predictor, host="127.0.0.1", port=0, max_body_bytes=MAX_BODY)
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def jpegs(dev224):
+    return [(dev224 / "bin-images" / f"{i}.jpg").read_bytes() for i in ids_by_count(dev224, 2)]
+
+
+def request(server, method, path, body=None, headers=None):
+    host, port = server.server_address[:2]
+    conn = http.client.HTTPConnection(host, port, timeout=60)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, resp.getheader("Content-Type"), json.loads(resp.read())
+    finally:
+        conn.close()
+
+
+def invoke(server, body, content_type="image/jpeg", **headers):
+    return request(server, "POST", "/invocations", body, {"Content-Type": content_type, **headers})
+
+
+def expected_counts(predictor, images: list[bytes]) -> list[int]:
+    return predictor.counts(predictor.predict([predictor.load(b) for b in images]))
+
+
+def test_ping(server):
+    status, ctype, body = request(server, "GET", "/ping")
+    assert status == 200 and ctype == "application/json"
+    assert body["classes"] == [1, 2, 3, 4, 5] and body["backend"] == "torch"
+
+
+@pytest.mark.parametrize("content_type", ["image/jpeg", "application/x-image", "image/jpeg; charset=binary"])
+def test_a_jpeg_gets_its_count(server, predictor, jpegs, content_type):
+    status, _, body = invoke(server, jpegs[0], content_type)
+    assert status == 200
+    (p,) = body["predictions"]
+    assert p["count"] == expected_counts(predictor, jpegs[:1])[0]
+    assert sum(p["probabilities"].values()) == pytest.approx(1, abs=1e-4)
+    assert p["confidence"] == pytest.approx(max(p["probabilities"].values()), abs=1e-6)
+
+
+def test_a_png_gets_the_count_of_its_pixels(server, predictor, jpegs):
+    buf = io.BytesIO()
+    Image.open(io.BytesIO(jpegs[3])).save(buf, format="PNG")
+    status, _, body = invoke(server, buf.getvalue(), "image/png")
+    assert status == 200
+    assert body["predictions"][0]["count"] == expected_counts(predictor, [buf.getvalue()])[0]
+
+
+def test_json_single_and_batch(server, predictor, jpegs):
+    b64 = [base64.b64encode(b).decode() for b in jpegs]
+    status, _, one = invoke(server, json.dumps({"image": b64[0]}), "application/json")
+    assert status == 200 and len(one["predictions"]) == 1
+    status, _, many = invoke(server, json.dumps({"images": b64}), "application/json; charset=utf-8")
+    assert status == 200
+    assert [p["count"] for p in many["predictions"]] == expected_counts(predictor, jpegs)
+    assert many["predictions"][0] == one["predictions"][0]
+
+
+def _oversized(jpegs):
+    return jpegs[0] + b"\0" * (MAX_BODY + 1)
+
+
+BAD = {
+    "empty body": (lambda j: b"", "image/jpeg", 400),
+    "not an image": (lambda j: b"GIF89a? no, just text pretending" * 10, "image/jpeg", 400),
+    "random bytes": (lambda j: bytes(range(256)) * 20, "application/x-image", 400),
+    "truncated jpeg": (lambda j: j[0][: len(j[0]) // 2], "image/jpeg", 400),
+    "oversized body": (_oversized, "image/jpeg", 413),
+    "unknown content type": (lambda j: j[0], "text/csv", 415),
+    "no content type": (lambda j: j[0], "", 415),
+    "invalid json": (lambda j: b'{"image": ', "application/json", 400),
+    "json without images": (lambda j: b'{"pictures": []}', "application/json", 400),
+    "empty image list": (lambda j: b'{"images": []}', "application/json", 400),
+    "bad base64": (lambda j: b'{"image": "***not base64***"}', "application/json", 400),
+    "base64 of text": (lambda j: json.dumps({"image": base64.b64encode(b"hello").decode()}).encode(), "application/json", 400),
+    "too many images": (lambda j: json.dumps({"images": [base64.b64encode(j[0]).decode()] * 65}).encode(),
+                        "application/json", 413),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_input_gets_a_4xx_json_error_and_the_server_goes_on(server, jpegs, case):
+    make, content_type, want = BAD[case]
+    status, ctype, body = invoke(server, make(jpegs), content_type)
+    assert status == want, body
+    assert ctype == "application/json" and body["error"]
+    assert request(server, "GET", "/ping")[0] == 200
+    assert invoke(server, jpegs[0])[0] == 200
+
+
+def test_wrong_accept_and_routes(server, jpegs):
+    assert invoke(server, jpegs[0], Accept="text/csv")[0] == 406
+    assert invoke(server, jpegs[0], Accept="*/*")[0] == 200
+    assert request(server, "GET", "/invocations")[0] == 404
+    assert request(server, "POST", "/elsewhere", b"x", {"Content-Type": "image/jpeg"})[0] == 404
+
+
+def test_a_decompression_bomb_is_refused_before_decoding(server, monkeypatch):
+    buf = io.BytesIO()
+    Image.new("L", (8000, 6000)).save(buf, format="PNG")  # 48 MP of zeros compress to a few kB
+    assert len(buf.getvalue()) < MAX_BODY
+    status, _, body = invoke(server, buf.getvalue(), "image/png")
+    assert status == 413 and "pixels" in body["error"]
+
+
+def test_bounded_concurrent_load_has_no_errors(server, predictor, jpegs):
+    """1,000 requests from 8 client threads with keep-alive connections; every one answered right."""
+    want = expected_counts(predictor, jpegs)
+    host, port = server.server_address[:2]
+    errors, lock = [], threading.Lock()
+    passes_before = server.model.passes
+
+    def client(k: int) -> int:
+        conn, done = http.client.HTTPConnection(host, port, timeout=60), 0
+        for n in range(125):
+            i = (k + n) % len(jpegs)
+            try:
+                conn.request("POST", "/invocations", body=jpegs[i], headers={"Content-Type": "image/jpeg"})
+                resp = conn.getresponse()
+                body = json.loads(resp.read())
+                if resp.status != 200 or body["predictions"][0]["count"] != want[i]:
+                    raise AssertionError(f"{resp.status} {body}")
+                done += 1
+            except Exception as e:
+                with lock:
+                    errors.append(repr(e))
+                conn.close()
+                conn = http.client.HTTPConnection(host, port, timeout=60)
+        conn.close()
+        return done
+
+    with ThreadPoolExecutor(8) as pool:
+        answered = sum(pool.map(client, range(8)))
+    assert errors == [] and answered == 1000
+    assert server.model.passes - passes_before < 1000  # concurrent requests shared forward passes
+    assert request(server, "GET", "/ping")[0] == 200
+
+
+# -- the handler as SageMaker's container calls it -------------------------------------------------
+def test_handler_functions_follow_the_sagemaker_contract(counter_ckpt, tmp_path, jpegs):
+    from bincount.serve.export import export_model
+
+    export_model(counter_ckpt, tmp_path)
+    model = handler.model_fn(str(tmp_path))
+    # The toolkit decodes JSON bodies to str before calling input_fn.
+    data = handler.input_fn(json.dumps({"images": [base64.b64encode(b).decode() for b in jpegs[:3]]}),
+                            "application/json")
+    answer, content_type = handler.output_fn(handler.predict_fn(data, model), "application/json")
+    assert content_type == "application/json"
+    direct = load_predictor(counter_ckpt)
+    got = json.loads(answer)["predictions"]
+    assert [p["count"] for p in got] == expected_counts(direct, jpegs[:3])
+    with pytest.raises(handler.RequestError) as e:
+        handler.input_fn(b"", "image/png")
+    assert e.value.status_code == 400
+
+
+class _Payload:
+    ran = False
+
+    def __reduce__(self):
+        return (setattr, (_Payload, "ran", True))
+
+
+def test_a_checkpoint_with_pickled_objects_is_refused_not_unpickled(counter_ckpt, tmp_path):
+    ckpt = torch.load(counter_ckpt, map_location="cpu", weights_only=True)
+    ckpt["hyper_parameters"]["extra"] = _Payload()
+    evil = tmp_path / "evil.ckpt"
+    torch.save(ckpt, evil)
+    _Payload.ran = False
+    with pytest.raises(BincountError, match="weights_only"):
+        load_predictor(evil)
+    assert _Payload.ran is False
+
+
+def test_predictor_agrees_with_the_lightning_model_on_eval_preprocessing(counter_ckpt, predictor, dev224):
+    """The served preprocessing is the evaluation transform: same probabilities as CountingModel on
+    the data module's own test dataset."""
+    from bincount.data.dataset import BinImageDataset
+    from bincount.data.records import read_abid
+    from bincount.data.transforms import eval_transform
+    from bincount.model.counter import CountingModel
+
+    model = CountingModel.load_from_checkpoint(counter_ckpt, map_location="cpu", weights_only=True).eval()
+    records, _ = read_abid(dev224, check_images=False)
+    records = [r for r in records if r.count in (1, 2, 3, 4, 5)][:16]
+    ds = BinImageDataset(records, model.classes, eval_transform(32), decode_size=32)
+    x = torch.stack([ds[i][0] for i in range(len(ds))])
+    with torch.no_grad():
+        want = model(x).softmax(1).numpy()
+    got = predictor.predict([predictor.load(r.image) for r in records])
+    np.testing.assert_allclose(got, want, atol=1e-5)
