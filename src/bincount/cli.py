@@ -14,6 +14,8 @@ from bincount.errors import explain
 # Modules that contribute subcommands (each defines register(subparsers)).
 COMMANDS = [
     "bincount.cli",
+    "bincount.reports.cost_report",
+    "bincount.sweeps",
     "bincount.predict",
     "bincount.inventory",
     "bincount.serve.server",

@@ -1,0 +1,1 @@
+"""Watching a run: the system monitor (utilization and step timing) and debugger callbacks."""
