@@ -21,6 +21,7 @@ COMMANDS = [
     "bincount.serve.server",
     "bincount.serve.export",
     "bincount.serve.deploy",
+    "bincount.reports.debug_report",
 ]
 
 

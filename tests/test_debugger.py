@@ -1,0 +1,157 @@
+"""The debuggers on real trainings: the in-process debugger's records, rules and report; SageMaker
+Debugger's own hook (smdebug, in .venv-smdebug) registered by our callback from the hook config the
+launcher sends, its trial read back with smdebug.trials.create_trial and checked against the
+in-process records of the same run; `bincount debug-report` on both."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+
+from bincount.cli import main as bincount
+from bincount.data.dataset import BinImageDataset
+from bincount.data.records import read_abid
+from bincount.data.transforms import eval_transform
+from bincount.model.counter import build_backbone
+from bincount.monitor.debugger import PoorWeightInitialization, VanishingGradient, tensor_stats
+from bincount.paths import PROJECT_ROOT
+from bincount.training import train
+from conftest import TINY, compose_cfg, ids_by_count, make_abid_slice
+
+SMDEBUG_PYTHON = PROJECT_ROOT / ".venv-smdebug" / "bin" / "python"
+
+
+@pytest.fixture(scope="module")
+def slice40(dev224, tmp_path_factory) -> Path:
+    """8 real images per count: 30 train, 5 val, 5 test."""
+    return make_abid_slice(dev224, tmp_path_factory.mktemp("abid40"), ids_by_count(dev224, 8))
+
+
+def rows(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+
+
+def run_tiny(data: Path, out: Path, extra: list[str]) -> Path:
+    cfg = compose_cfg("train", TINY + [f"data.root={data}", "data.batch_size=8", "logger=csv", "test=false",
+                                       "callbacks.debugger.save_interval=2"] + extra, out)
+    train(cfg)
+    return out / "debugger"
+
+
+def test_local_debugger_records_collections_and_writes_a_report(slice40, tmp_path):
+    d = run_tiny(slice40, tmp_path / "run", ["trainer.max_epochs=2"])
+    losses = rows(d / "losses.jsonl")
+    train_steps = [r["step"] for r in losses if r["mode"] == "train"]
+    assert train_steps == list(range(8))  # 30 images / 8 per batch = 4 steps, 2 epochs
+    assert {r["step"] for r in losses if r["mode"] == "eval"} == {4, 8}  # after each epoch, sanity check left out
+    tensors = rows(d / "tensors.jsonl")
+    assert {r["collection"] for r in tensors} == {"weights", "biases", "gradients"}
+    assert {r["step"] for r in tensors} == {0, 2, 4, 6}
+    model = build_backbone("resnet10t", 5)
+    n_params = len(list(model.named_parameters()))
+    assert len([r for r in tensors if r["step"] == 0 and r["collection"] != "gradients"]) == n_params
+    assert all(r["norm"] >= 0 and r["std"] >= 0 and r["nonfinite"] == 0 for r in tensors)
+    report = json.loads((d / "report.json").read_text())
+    assert set(report["rules"]) == {"vanishing_gradient", "exploding_gradient", "loss_not_decreasing", "overfit",
+                                    "poor_weight_initialization"}
+    # a sound initialisation and no NaN in a healthy run
+    assert not report["rules"]["poor_weight_initialization"]["triggered"]
+    assert not report["rules"]["exploding_gradient"]["triggered"]
+    assert (d / "report.png").is_file()
+
+    out = tmp_path / "again.png"
+    assert bincount(["debug-report", str(tmp_path / "run"), "--out", str(out)]) == 0
+    assert out.stat().st_size > 10_000
+
+
+def test_rules_fire_on_a_diverging_run(slice40, tmp_path, caplog):
+    """Adam at lr 1e4 wrecks the weights: gradients explode and the loss stops going down; the
+    debugger warns while training and says so in its report."""
+    caplog.set_level(logging.WARNING, logger="bincount.monitor.debugger")
+    d = run_tiny(slice40, tmp_path / "run", ["trainer.max_epochs=2", "model.optimizer.lr=1e4",
+                                             "callbacks.debugger.rules.loss_not_decreasing.num_steps=2"])
+    report = json.loads((d / "report.json").read_text())["rules"]
+    assert report["exploding_gradient"]["triggered"] and report["loss_not_decreasing"]["triggered"]
+    assert "debugger: exploding_gradient at step" in caplog.text
+    assert not report["poor_weight_initialization"]["triggered"]
+
+
+def _real_batch(data: Path, n: int = 8):
+    records, _ = read_abid(data, [1, 2, 3, 4, 5])
+    ds = BinImageDataset(records[:n], [1, 2, 3, 4, 5], eval_transform(32), decode_size=32)
+    x, y = zip(*(ds[i] for i in range(n)))
+    return torch.stack(x), torch.as_tensor(y)
+
+
+def test_initialization_and_vanishing_gradient_rules_on_real_tensors(slice40):
+    torch.manual_seed(0)
+    model = build_backbone("resnet10t", 5)
+    x, y = _real_batch(slice40)
+    weights = [(n, p) for n, p in model.named_parameters() if not n.endswith("bias")]
+
+    def check(rule, collection, named):
+        stats = dict(zip((n for n, _ in named), tensor_stats([t for _, t in named])))
+        return rule.check_tensors(5, collection, stats, {n: tuple(t.shape) for n, t in named})
+
+    def grads():
+        model.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        return [(n, p.grad) for n, p in model.named_parameters() if p.grad is not None]
+
+    assert check(PoorWeightInitialization(), "weights", weights) is None
+    # timm zero-initialises each residual block's last norm layer, so the first step's gradients are 0
+    # for part of each block (why the rule starts at step 1); one SGD step later they all flow
+    torch.optim.SGD(model.parameters(), lr=0.1).step() if grads() else None
+    assert check(VanishingGradient(), "gradients", grads()) is None
+    with torch.no_grad():  # every conv 1000x too small: the signal and its gradient die through the depth
+        for n, p in weights:
+            if p.ndim == 4:
+                p.mul_(1e-3)
+    assert "start far from a sound initialization" in check(PoorWeightInitialization(), "weights", weights)
+    assert "mean |gradient| <" in check(VanishingGradient(), "gradients", grads())
+
+
+def smdebug_hook_config(tmp_path: Path) -> Path:
+    """The DebugHookConfig of the launcher's real CreateTrainingJob request (dry run), written as
+    SageMaker writes it into the container, with a local output path."""
+    cfg = compose_cfg("train", ["launcher=sagemaker", "launcher.dry_run=true", "launcher.debugger.save_interval=2"],
+                      tmp_path / "launch")
+    os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
+    instantiate(cfg.launcher).launch(cfg)
+    hook = json.loads((tmp_path / "launch" / "sagemaker_request.json").read_text())["DebugHookConfig"]
+    path = tmp_path / "debughookconfig.json"
+    path.write_text(json.dumps({**hook, "LocalPath": str(tmp_path / "tensors")}))
+    return path
+
+
+@pytest.mark.skipif(not (SMDEBUG_PYTHON.parent.parent / ".complete").is_file(),
+                    reason="no .venv-smdebug: run `bash scripts/setup_smdebug.sh` (scripts/test.sh does)")
+def test_smdebug_hook_saves_a_trial_that_matches_the_local_records(slice40, tmp_path):
+    config = smdebug_hook_config(tmp_path)
+    run = tmp_path / "run"
+    env = {**os.environ, "PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": "python", "BINCOUNT_NO_PROGRESS": "1"}
+    out = subprocess.run([str(SMDEBUG_PYTHON), str(PROJECT_ROOT / "tests" / "helpers" / "smdebug_trial.py"),
+                          str(config), str(run), str(slice40)], capture_output=True, text=True, env=env, timeout=400)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    trial = json.loads(out.stdout.strip().splitlines()[-1])
+    assert all(n > 0 for n in trial["collections"].values()), trial["collections"]
+    assert trial["train_steps"] == [0, 2, 4, 6] and trial["eval_steps"]  # save_interval 2, modes set
+    # smdebug and the in-process debugger watched the same run: same losses, same gradient and weights
+    local = rows(run / "debugger" / "losses.jsonl")
+    local_loss = {r["step"]: r["loss"] for r in local if r["mode"] == "train"}
+    for step, value in trial["train_loss"].items():
+        assert value == pytest.approx(local_loss[int(step)], rel=1e-5)
+    tensors = {(r["collection"], r["name"], r["step"]): r for r in rows(run / "debugger" / "tensors.jsonl")}
+    for step, norm in trial["fc_grad_norm"].items():
+        assert norm == pytest.approx(tensors["gradients", "model.fc.weight", int(step)]["norm"], rel=1e-4)
+    for step, norm in trial["fc_weight_norm"].items():
+        assert norm == pytest.approx(tensors["weights", "model.fc.weight", int(step)]["norm"], rel=1e-4)
+    assert Path(trial["plot"]).stat().st_size > 10_000
