@@ -12,6 +12,8 @@ import lightning as L
 from torch.utils.data import DataLoader
 
 from bincount.data.dataset import BinImageDataset
+from bincount.data.gpu_augment import eval_batch_transform, train_batch_transform
+from bincount.data.packed import PackedDataset, is_packed, keep_batch, read_packed
 from bincount.data.records import BinRecord, SkipReport, class_counts, read_abid
 from bincount.data.split import SPLITS, apply_manifest, split_records, write_manifest
 from bincount.data.transforms import eval_transform, train_transform
@@ -58,12 +60,20 @@ class BinDataModule(L.LightningDataModule):
         self.check_images, self.output_dir = check_images, output_dir
         self.splits: dict[str, list[BinRecord]] = {}
         self.report: SkipReport | None = None
+        # a packed root (bincount.data.packed) yields uint8 batches, transformed on the model's device
+        self.packed = False
+        self.batch_transforms = {"train": train_batch_transform(image_size, **self.augment),
+                                 "eval": eval_batch_transform(image_size, eval_crop_pct)}
 
     # -- records and split ------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
-        records, self.report = read_abid(self.root, self.classes, self.file_list, self.check_images)
+        self.packed = is_packed(self.root)
+        if self.packed:
+            records, self.report = read_packed(self.root, self.classes, self.file_list)
+        else:
+            records, self.report = read_abid(self.root, self.classes, self.file_list, self.check_images)
         if not records:
             raise BincountError(f"data.root: no usable labelled images with counts {self.classes} in {self.root}; "
                                 f"skipped: {self.report.summary()}")
@@ -96,7 +106,9 @@ class BinDataModule(L.LightningDataModule):
         }
 
     # -- loaders ----------------------------------------------------------------------------
-    def dataset(self, split: str) -> BinImageDataset:
+    def dataset(self, split: str) -> BinImageDataset | PackedDataset:
+        if self.packed:
+            return PackedDataset(self.root, self.splits[split], self.classes)
         if split == "train":
             transform = train_transform(self.image_size, **self.augment)
         else:
@@ -110,7 +122,16 @@ class BinDataModule(L.LightningDataModule):
                                 f"data.limit_per_class={self.limit_per_class}); use more images or other ratios")
         return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
                           pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0,
-                          drop_last=False)
+                          drop_last=False, collate_fn=keep_batch if self.packed else None)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """Packed batches reach the model's device as uint8: augment (when training) and normalise
+        them there, the whole batch at once."""
+        if not self.packed:
+            return batch
+        x, y = batch
+        training = self.trainer is not None and self.trainer.training
+        return self.batch_transforms["train" if training else "eval"](x), y
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

@@ -73,6 +73,7 @@ class CountingModel(L.LightningModule):
         label_smoothing: float = 0.0,
         count_loss_weight: float = 0.0,
         channels_last: bool = False,
+        compile: bool = False,
         optimizer: Callable | None = None,
         scheduler: Callable | None = None,
     ):
@@ -91,6 +92,12 @@ class CountingModel(L.LightningModule):
         # ModuleDict keys may not shadow nn.Module attributes (``train``), hence the suffix.
         self.metrics = torch.nn.ModuleDict({f"{s}_split": CountMetrics(self.classes) for s in ("train", "val", "test")})
         self.test_results: dict | None = None
+
+    def setup(self, stage: str) -> None:
+        # torch.compile for training only (evaluating a checkpoint should not pay the compile time);
+        # Module.compile() compiles in place, so state-dict keys and checkpoints stay the same.
+        if stage == "fit" and self.hparams.get("compile"):
+            self.model.compile()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.hparams.channels_last:
