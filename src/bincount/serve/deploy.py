@@ -14,6 +14,7 @@ import argparse
 import json
 import logging
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,6 +27,7 @@ from bincount.serve.export import ENTRY_POINT, TAR_NAME, export_model, write_mod
 log = logging.getLogger(__name__)
 
 os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
+logging.getLogger("sagemaker.config").setLevel(logging.WARNING)  # else the SDK prints its config search to stdout
 
 
 def compose(overrides: list[str]) -> DictConfig:
@@ -49,7 +51,7 @@ def model_tarball(model: str, workdir: Path) -> str:
         return export_model(path, workdir, sagemaker=True)["tarball"]
     if path.is_dir():
         return str(path / TAR_NAME) if (path / TAR_NAME).is_file() else str(write_model_tar(path, workdir / TAR_NAME))
-    raise BincountError(f"model={model}: not a checkpoint, an export folder, a model.tar.gz or an s3:// URI")
+    raise BincountError(f"artifact={model}: not a checkpoint, an export folder, a model.tar.gz or an s3:// URI")
 
 
 def build_requests(cfg: DictConfig, model_data: str, stamp: str) -> dict[str, dict]:
@@ -125,9 +127,18 @@ def deploy(cfg: DictConfig) -> dict:
     Returns the requests (and, unless ``dry_run``, the endpoint's status)."""
     if cfg.backend not in ("torch", "onnx"):
         raise BincountError(f"backend={cfg.backend}: choose torch or onnx")
+    sm = None
+    if not cfg.dry_run:  # refuse before uploading anything
+        if not cfg.role:
+            raise BincountError("role: the endpoint needs an execution role; pass role=arn:aws:iam::ACCOUNT:role/NAME "
+                                "or set SAGEMAKER_ROLE")
+        sm = _client("sagemaker", cfg.region)
+        if _endpoint_exists(sm, cfg.name):
+            raise BincountError(f"endpoint {cfg.name} already exists; pick another name=... or run "
+                                f"`bincount delete-endpoint {cfg.name}` first")
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     with tempfile.TemporaryDirectory(prefix="bincount-deploy-") as tmp:
-        model_data = model_tarball(str(cfg.model), Path(tmp))
+        model_data = model_tarball(str(cfg.artifact), Path(tmp))
         plan: dict = {}
         if not model_data.startswith("s3://"):
             bucket = cfg.bucket or ("<sagemaker-REGION-ACCOUNT>" if cfg.dry_run else _default_bucket(cfg.region))
@@ -135,15 +146,8 @@ def deploy(cfg: DictConfig) -> dict:
             plan["S3Upload"] = {"File": model_data, "Bucket": bucket, "Key": key}
             model_data = f"s3://{bucket}/{key}" if cfg.dry_run else _upload(model_data, bucket, key, cfg.region)
         plan.update(build_requests(cfg, model_data, stamp))
-    if cfg.dry_run:
+    if sm is None:
         return plan
-    if not cfg.role:
-        raise BincountError("role: the endpoint needs an execution role; pass role=arn:aws:iam::ACCOUNT:role/NAME "
-                            "or set SAGEMAKER_ROLE")
-    sm = _client("sagemaker", cfg.region)
-    if _endpoint_exists(sm, cfg.name):
-        raise BincountError(f"endpoint {cfg.name} already exists; pick another name=... or run "
-                            f"`bincount delete-endpoint {cfg.name}` first")
     sm.create_model(**plan["CreateModel"])
     sm.create_endpoint_config(**plan["CreateEndpointConfig"])
     sm.create_endpoint(**plan["CreateEndpoint"])
@@ -176,12 +180,12 @@ def delete_endpoint(name: str, region: str, keep_model: bool = False, dry_run: b
 def _deploy(args: argparse.Namespace) -> int:
     cfg = compose(args.overrides)
     plan = deploy(cfg)
-    print(json.dumps(plan, indent=2, default=str))
+    print(json.dumps(plan, indent=2, default=str), flush=True)
     if cfg.dry_run:
-        print("dry run: nothing was uploaded or created", flush=True)
+        print("dry run: nothing was uploaded or created", file=sys.stderr)
     else:
         print(f"endpoint {cfg.name}: {plan['EndpointStatus']}; invoke it with content type image/jpeg, "
-              f"delete it with `bincount delete-endpoint {cfg.name}`")
+              f"delete it with `bincount delete-endpoint {cfg.name}`", file=sys.stderr)
     log.debug("deploy config:\n%s", OmegaConf.to_yaml(cfg))
     return 0
 
@@ -195,7 +199,7 @@ def _delete(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("deploy", help="create a SageMaker endpoint (real-time or serverless) for a model; "
                                       "KEY=VALUE overrides of conf/deploy.yaml")
-    p.add_argument("overrides", nargs="*", help="e.g. model=RUN/checkpoints/best.ckpt endpoint=serverless dry_run=true")
+    p.add_argument("overrides", nargs="*", help="e.g. artifact=RUN/checkpoints/best.ckpt endpoint=serverless dry_run=true")
     p.set_defaults(func=_deploy)
     d = sub.add_parser("delete-endpoint", help="delete a SageMaker endpoint, its endpoint config and its models")
     d.add_argument("name")
