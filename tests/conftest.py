@@ -130,3 +130,22 @@ def counter_ckpt(small_abid, tmp_path_factory) -> Path:
     L.Trainer(max_epochs=3, accelerator="cpu", devices=1, logger=False, callbacks=[ckpt], enable_progress_bar=False,
               enable_model_summary=False).fit(model, datamodule=dm)
     return run / "checkpoints" / "best.ckpt"
+
+
+def seed_public_bucket(endpoint: str, src: Path, ids: list[str], bucket: str = "aft-vbi-pds") -> str:
+    """A public bucket on the loopback server holding these ids of a real ABID folder in the bucket's
+    own key layout (bin-images/<id>.jpg, metadata/<id>.json), readable without credentials."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    s3.create_bucket(Bucket=bucket)
+    # moto checks anonymous HEAD as s3:HeadObject; AWS checks it as s3:GetObject
+    s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps({"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Principal": "*", "Action": ["s3:GetObject", "s3:HeadObject", "s3:ListBucket"],
+        "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"]}]}))
+    keys = [k for i in ids for k in (f"bin-images/{i}.jpg", f"metadata/{i}.json")]
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda k: s3.put_object(Bucket=bucket, Key=k, Body=(src / k).read_bytes()), keys))
+    return bucket

@@ -16,13 +16,29 @@ COMMANDS = [
     "bincount.cli",
     "bincount.reports.cost_report",
     "bincount.sweeps",
+    "bincount.data.download",
+    "bincount.data.eda",
+    "bincount.data.prepare",
+    "bincount.data.upload",
     "bincount.predict",
     "bincount.inventory",
     "bincount.serve.server",
     "bincount.serve.export",
     "bincount.serve.deploy",
+    "bincount.serve.loadtest",
     "bincount.reports.debug_report",
 ]
+
+
+def counts(text: str) -> list[int]:
+    """A list of counts on the command line: ``0..5`` (a range, both ends included) or ``1,2,3``."""
+    try:
+        if ".." in text:
+            lo, hi = (int(x) for x in text.split(".."))
+            return list(range(lo, hi + 1))
+        return [int(c) for c in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of counts; write e.g. 0..5 or 1,2,3") from None
 
 
 def _scan(args: argparse.Namespace) -> int:

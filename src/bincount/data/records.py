@@ -1,6 +1,7 @@
 """One record type for a bin, and the reader that turns an ABID-layout folder into records.
 
-An ABID-layout folder holds ``bin-images/<id>.jpg`` and ``metadata/<id>.json``. Every other
+An ABID-layout folder holds ``bin-images/<id>.jpg`` and ``metadata/<id>.json``; a folder written by
+``bincount prepare`` holds its images as ``{train,valid,test}/<count>/<id>.jpg`` instead. Every other
 part of bincount (split, data module, predict, reconcile, serve) takes these records, so the
 metadata is parsed here and nowhere else.
 """
@@ -22,6 +23,8 @@ from bincount.progress import progress
 IMAGE_DIR = "bin-images"
 METADATA_DIR = "metadata"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+# `bincount prepare` stores images as <split>/<count>/<id>.jpg (the folders SageMaker channels take)
+PREPARED_DIRS = ("train", "valid", "test")
 
 
 @dataclass(frozen=True)
@@ -132,10 +135,10 @@ def check_image(path: Path) -> str | None:
     """
     try:
         with Image.open(path) as im:
+            if im.width < 8 or im.height < 8:  # the stored size, before draft() shrinks it
+                return "image too small"
             im.draft("RGB", (im.width // 8 or 1, im.height // 8 or 1))  # DCT-scaled decode: fast, still reads every byte
             im.load()
-            if im.width < 8 or im.height < 8:
-                return "image too small"
     except FileNotFoundError:
         return "image missing"
     except Exception as e:  # PIL raises many types for bad bytes
@@ -143,12 +146,20 @@ def check_image(path: Path) -> str | None:
     return None
 
 
-def _find_image(image_dir: Path, bin_id: str) -> Path | None:
-    for suffix in IMAGE_SUFFIXES:
-        p = image_dir / f"{bin_id}{suffix}"
-        if p.exists():
-            return p
-    return None
+def _image_index(root: Path) -> dict[str, Path] | None:
+    """id -> image file, from ``bin-images/`` or else from the prepared split folders; None when
+    the folder has neither. Hidden files (temporary files of a writer) are not images."""
+    if (root / IMAGE_DIR).is_dir():
+        files = list((root / IMAGE_DIR).iterdir())
+    elif any((root / d).is_dir() for d in PREPARED_DIRS):
+        files = [p for d in PREPARED_DIRS for p in (root / d).glob("*/*")]
+    else:
+        return None
+    images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")]
+    index: dict[str, Path] = {}
+    for p in sorted(images, key=lambda p: IMAGE_SUFFIXES.index(p.suffix.lower())):  # .jpg first
+        index.setdefault(p.stem, p)
+    return index
 
 
 def read_abid(
@@ -165,8 +176,8 @@ def read_abid(
     bin whose metadata disagrees with the count that list files it under.
     """
     root = Path(root)
-    meta_dir, image_dir = root / METADATA_DIR, root / IMAGE_DIR
-    if not meta_dir.is_dir() or not image_dir.is_dir():
+    meta_dir, images = root / METADATA_DIR, _image_index(root)
+    if not meta_dir.is_dir() or images is None:
         raise BincountError(
             f"data.root: {root} is not an ABID-layout folder (it needs {IMAGE_DIR}/ and {METADATA_DIR}/); "
             "run `bincount download` or point data.root at one, e.g. data.root=../shared/abid/dev-224")
@@ -175,7 +186,7 @@ def read_abid(
     report = SkipReport()
 
     meta_files = sorted(meta_dir.glob("*.json"))
-    image_ids = {p.stem for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
+    image_ids = set(images)
     for orphan in sorted(image_ids - {p.stem for p in meta_files}):
         if listed is None or orphan in listed:
             report.add("metadata missing", orphan)
@@ -200,7 +211,7 @@ def read_abid(
         if wanted is not None and count not in wanted:
             report.add("count not in classes", bin_id)
             continue
-        image = _find_image(image_dir, bin_id)
+        image = images.get(bin_id)
         if image is None:
             report.add("image missing", bin_id)
             continue

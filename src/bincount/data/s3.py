@@ -1,0 +1,188 @@
+"""What download and upload share: an S3 client for any S3-compatible endpoint, retries with
+backoff, a parallel transfer loop with a progress bar, and the summary it prints.
+
+The endpoint is ``--endpoint-url``, else boto3's own ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``,
+else AWS. botocore's built-in retries are off so that one loop here decides what is retried.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Iterator, TypeVar
+
+import boto3
+from botocore import UNSIGNED
+from botocore.config import Config
+from botocore.exceptions import (BotoCoreError, ClientError, ConnectionError as BotoConnectionError,
+                                 HTTPClientError, IncompleteReadError, NoCredentialsError)
+
+from bincount.errors import BincountError
+from bincount.progress import progress
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# S3 error codes worth another try; every other 4xx (NoSuchKey, AccessDenied, ...) is final.
+TRANSIENT_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed",
+                   "InternalError", "ServiceUnavailable", "503", "500", "502", "504"}
+
+
+class TransferError(Exception):
+    """A file that could not be transferred; the message is the reason shown in the summary."""
+
+
+class Transient(TransferError):
+    """A failure worth retrying (a short read, a dropped connection)."""
+
+
+def s3_client(endpoint_url: str | None = None, unsigned: bool = False, workers: int = 16):
+    """An S3 client; ``unsigned`` sends anonymous requests (public buckets need no credentials)."""
+    options = dict(max_pool_connections=max(10, workers), connect_timeout=10, read_timeout=60,
+                   retries={"total_max_attempts": 1, "mode": "standard"})
+    if unsigned:
+        options["signature_version"] = UNSIGNED
+    session = boto3.session.Session()
+    return session.client("s3", endpoint_url=endpoint_url or None, region_name=session.region_name or "us-east-1",
+                          config=Config(**options))
+
+
+def parse_s3_uri(uri: str) -> tuple[str, str]:
+    """``s3://bucket/some/prefix`` -> ``("bucket", "some/prefix")``."""
+    if not uri.startswith("s3://") or not uri[5:].split("/")[0]:
+        raise BincountError(f"{uri!r} is not an S3 URI; write it as s3://bucket/prefix")
+    bucket, _, prefix = uri[5:].partition("/")
+    return bucket, prefix.strip("/")
+
+
+def is_transient(e: BaseException) -> bool:
+    if isinstance(e, Transient):
+        return True
+    if isinstance(e, ClientError):
+        err = e.response.get("Error", {})
+        status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        return err.get("Code") in TRANSIENT_CODES or status >= 500
+    return isinstance(e, (BotoConnectionError, HTTPClientError, IncompleteReadError))
+
+
+def reason(e: BaseException) -> str:
+    """A short reason for the summary: the S3 error code, or the exception's message."""
+    if isinstance(e, ClientError):
+        err = e.response.get("Error", {})
+        code = err.get("Code", "?")
+        return {"NoSuchKey": "missing on the server (NoSuchKey)", "404": "missing on the server (404)",
+                "403": "access denied (403)"}.get(code, f"{code}: {err.get('Message', '')}".rstrip(": "))
+    return str(e) or type(e).__name__
+
+
+def with_retries(fn: Callable[[], T], attempts: int = 5, base_delay: float = 0.5, max_delay: float = 20.0) -> T:
+    """Call ``fn``; retry transient failures with exponential backoff and full jitter."""
+    for attempt in range(attempts):
+        try:
+            return fn()
+        except Exception as e:
+            if attempt == attempts - 1 or not is_transient(e):
+                raise
+            delay = random.uniform(0, min(max_delay, base_delay * 2 ** attempt))
+            log.debug("retrying in %.2fs after %s", delay, reason(e))
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def list_objects(client, bucket: str, prefix: str, attempts: int = 5) -> Iterator[dict]:
+    """Every object under ``prefix`` (ListObjectsV2 pages, each retried on transient errors)."""
+    kwargs = {"Bucket": bucket, "Prefix": prefix}
+    while True:
+        page = with_retries(lambda: client.list_objects_v2(**kwargs), attempts)
+        yield from page.get("Contents", [])
+        if not page.get("IsTruncated"):
+            return
+        kwargs["ContinuationToken"] = page["NextContinuationToken"]
+
+
+def check_reachable(client, fn: Callable[[], object], bucket: str) -> None:
+    """One request before a transfer, so that no network, no credentials or no bucket is one
+    clear error up front instead of thousands of identical failures."""
+    endpoint = client.meta.endpoint_url
+    try:
+        with_retries(fn, attempts=2, base_delay=0.2)
+    except NoCredentialsError:
+        raise BincountError("no AWS credentials found: run `aws configure`, or set AWS_PROFILE or "
+                            "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY") from None
+    except (BotoConnectionError, HTTPClientError) as e:
+        raise BincountError(f"cannot reach the S3 endpoint {endpoint} ({e}); check the network, or point "
+                            "--endpoint-url / AWS_ENDPOINT_URL_S3 at a reachable S3 server") from None
+    except ClientError as e:
+        code = e.response.get("Error", {}).get("Code")
+        if code == "NoSuchBucket":
+            raise BincountError(f"bucket {bucket} does not exist at {endpoint}; create it "
+                                f"(aws s3 mb s3://{bucket}) or name another") from None
+        if code in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+            raise BincountError(f"access to bucket {bucket} at {endpoint} was denied ({code}); check the "
+                                "credentials and the bucket policy") from None
+        # other errors (a missing key, say) are reported per file by the transfer itself
+    except BotoCoreError as e:
+        raise BincountError(f"S3 at {endpoint}: {e}") from None
+
+
+@dataclass
+class TransferSummary:
+    """What a transfer did: sent (with bytes), skipped as already up to date, failed with reasons."""
+
+    verb: str  # "fetched" / "uploaded"
+    done: int = 0
+    bytes: int = 0
+    skipped: int = 0
+    failed: dict[str, str] = field(default_factory=dict)  # name -> reason
+    seconds: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def to_dict(self) -> dict:
+        return {self.verb: self.done, "bytes": self.bytes, "skipped": self.skipped,
+                "failed": dict(sorted(self.failed.items())), "seconds": round(self.seconds, 2),
+                "files_per_s": round(self.done / self.seconds, 1) if self.seconds else None,
+                "mb_per_s": round(self.bytes / 1e6 / self.seconds, 2) if self.seconds else None, **self.extra}
+
+    def lines(self) -> list[str]:
+        rate = (f" in {self.seconds:.1f} s ({self.done / self.seconds:.0f} files/s, "
+                f"{self.bytes / 1e6 / self.seconds:.1f} MB/s)") if self.seconds and self.done else ""
+        out = [f"{self.verb} {self.done} file(s), {self.bytes / 1e6:.1f} MB{rate}",
+               f"skipped {self.skipped} already up to date",
+               f"failed {len(self.failed)}" + (":" if self.failed else "")]
+        by_reason: dict[str, list[str]] = {}
+        for name, why in sorted(self.failed.items()):
+            by_reason.setdefault(why, []).append(name)
+        for why, names in by_reason.items():
+            shown = ", ".join(names[:5]) + (f", ... ({len(names)} in all)" if len(names) > 5 else "")
+            out.append(f"  {why}: {shown}")
+        return out
+
+
+def transfer_all(items: Iterable[T], name: Callable[[T], str], fn: Callable[[T], int | None], summary: TransferSummary,
+                 workers: int, description: str) -> TransferSummary:
+    """Run ``fn`` on every item in a thread pool with a progress bar. ``fn`` returns the bytes it
+    sent, or None when the item was already up to date; a TransferError or S3 error marks it failed."""
+    items = list(items)
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        futures = {pool.submit(fn, item): item for item in items}
+        for fut in progress(as_completed(futures), total=len(futures), description=description):
+            try:
+                sent = fut.result()
+            except (TransferError, ClientError, BotoCoreError, OSError) as e:
+                summary.failed[name(futures[fut])] = reason(e)
+                continue
+            if sent is None:
+                summary.skipped += 1
+            else:
+                summary.done += 1
+                summary.bytes += sent
+    summary.seconds += time.perf_counter() - started
+    return summary
