@@ -44,6 +44,7 @@ class BinDataModule(L.LightningDataModule):
         eval_crop_pct: float = 1.0,
         check_images: bool = True,
         output_dir: str | None = None,
+        download_to: str | None = None,
     ):
         super().__init__()
         if not root:
@@ -58,6 +59,7 @@ class BinDataModule(L.LightningDataModule):
         self.image_size, self.batch_size, self.num_workers = image_size, batch_size, num_workers
         self.pin_memory, self.augment, self.eval_crop_pct = pin_memory, dict(augment or {}), eval_crop_pct
         self.check_images, self.output_dir = check_images, output_dir
+        self.download_to = download_to
         self.splits: dict[str, list[BinRecord]] = {}
         self.report: SkipReport | None = None
         # a packed root (bincount.data.packed) yields uint8 batches, transformed on the model's device
@@ -66,6 +68,13 @@ class BinDataModule(L.LightningDataModule):
                                  "eval": eval_batch_transform(image_size, eval_crop_pct)}
 
     # -- records and split ------------------------------------------------------------------
+    def prepare_data(self) -> None:
+        """First run: fill the default data folder from the public bucket (once per node)."""
+        if self.download_to and Path(self.root).resolve() == Path(self.download_to).resolve():
+            from bincount.data.download import ensure_dataset
+
+            ensure_dataset(self.root, self.file_list)
+
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
