@@ -3,6 +3,7 @@ W&B logging offline; its summary names the best trial, and every trial is its ow
 
 import json
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from bincount.cli import main as cli
+from bincount.launch.sagemaker_tuner import metric_definitions
 from bincount.paths import PROJECT_ROOT
 from conftest import ids_by_count, make_abid_slice
 
@@ -54,6 +56,7 @@ def sweep(dev224, tmp_path_factory):
            f"hydra.sweep.dir={sweep_dir}"]
     proc = subprocess.run(cmd, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    (sweep_dir.parent / "stdout.txt").write_text(proc.stdout)
     return sweep_dir
 
 
@@ -86,6 +89,16 @@ def test_sweep_trials_are_separate_wandb_runs_in_one_group(sweep):
     assert {r.run_group for r in runs} == {f"train-sweep-{sweep.name}"}
     assert [r.display_name for r in runs] == [f"train-trial-{n}" for n in range(N_TRIALS)]
     assert len({r.run_id for r in runs}) == N_TRIALS
+
+
+def test_trials_print_the_metric_lines_sagemakers_tuner_reads(sweep):
+    stdout = (sweep.parent / "stdout.txt").read_text()
+    regex = {m["Name"]: re.compile(m["Regex"]) for m in metric_definitions("val/acc")}
+    per_epoch = [float(v) for v in regex["val/acc"].findall(stdout)]
+    best = [float(v) for v in regex["val/acc_best"].findall(stdout)]
+    values = [json.loads((sweep / str(n) / "metrics.json").read_text())["best_val"]["val/acc"] for n in range(N_TRIALS)]
+    assert len(per_epoch) == N_TRIALS  # one epoch each
+    assert best == pytest.approx(values, abs=1e-6)
 
 
 def test_summary_of_an_interrupted_sweep_can_be_rewritten(sweep, tmp_path, capsys):

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable
 
+import lightning as L
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
@@ -174,6 +175,9 @@ class SweepSummary(Callback):
     """Hydra callback: writes the sweep summary when a multirun ends (any sweeper)."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if not sweep_dir.is_dir() or not any(p.is_dir() and p.name.isdigit() for p in sweep_dir.iterdir()):
+            return  # no local trials: a SageMaker tuning job writes its own summary when it ends
         sweeper = config.hydra.sweeper
         declared = list((sweeper.get("params") or {}).keys())
         summary = summarize_sweep(config.hydra.sweep.dir, config.get("optimized_metric", "val/acc"),
@@ -184,6 +188,27 @@ class SweepSummary(Callback):
                      best["params"], Path(summary["sweep_dir"]) / f"{SUMMARY_NAME}.md")
         else:
             log.warning("sweep: no trial completed; see %s", summary["sweep_dir"])
+
+
+class ObjectiveLog(L.Callback):
+    """Prints the optimized metric after every validation and its best value when fitting ends, one line
+    each (``bincount: val/acc=0.412300``, ``bincount: val/acc_best=0.451200``): what log scrapers such as
+    SageMaker's HyperparameterTuner read (bincount.launch.sagemaker_tuner.metric_definitions)."""
+
+    def __init__(self, metric: str = "val/acc"):
+        self.metric = metric
+
+    # on_validation_end: after the module has logged its epoch metrics (epoch-end hooks run callbacks first)
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        value = trainer.callback_metrics.get(self.metric)
+        if value is not None and not trainer.sanity_checking and trainer.is_global_zero:
+            print(f"bincount: {self.metric}={float(value):.6f}", flush=True)
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        ckpt = trainer.checkpoint_callback
+        best = getattr(ckpt, "best_model_score", None)
+        if best is not None and trainer.is_global_zero:
+            print(f"bincount: {self.metric}_best={float(best):.6f}", flush=True)
 
 
 class FinishTrackingRuns(Callback):
