@@ -3,5 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# the SageMaker job's environment with smdebug (numpy<2), for tests/test_debugger.py
+bash scripts/setup_smdebug.sh
 export BINCOUNT_NO_PROGRESS=1
 exec .venv/bin/python -m pytest "$@"
