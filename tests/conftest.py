@@ -114,7 +114,7 @@ def aws(aws_server):
 
 @pytest.fixture(scope="session")
 def counter_ckpt(small_abid, tmp_path_factory) -> Path:
-    """A real Lightning checkpoint of a tiny counter (resnet10t, 32 px, 3 epochs on ``small_abid``), with
+    """A real Lightning checkpoint of a tiny counter (resnet10t, 32 px, 2 epochs on ``small_abid``), with
     the run's split_manifest.csv beside it as train.py writes it. Built without Hydra for speed."""
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
@@ -127,7 +127,7 @@ def counter_ckpt(small_abid, tmp_path_factory) -> Path:
     dm = BinDataModule(str(small_abid), image_size=32, batch_size=32, num_workers=0, output_dir=str(run))
     model = CountingModel(backbone="resnet10t", image_size=32)
     ckpt = ModelCheckpoint(dirpath=run / "checkpoints", filename="best", monitor="val/acc", mode="max")
-    L.Trainer(max_epochs=3, accelerator="cpu", devices=1, logger=False, callbacks=[ckpt], enable_progress_bar=False,
+    L.Trainer(max_epochs=2, accelerator="cpu", devices=1, logger=False, callbacks=[ckpt], enable_progress_bar=False,
               enable_model_summary=False).fit(model, datamodule=dm)
     return run / "checkpoints" / "best.ckpt"
 

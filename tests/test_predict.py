@@ -85,6 +85,7 @@ def test_predict_s3_uris(counter_ckpt, small_abid, tmp_path, aws, monkeypatch):
     for p in images:
         s3.put_object(Bucket="robot-photos", Key=f"today/{p.name}", Body=p.read_bytes())
     s3.put_object(Bucket="robot-photos", Key="today/notes.txt", Body=b"not a photo")
+    s3.put_object(Bucket="robot-photos", Key="today/broken.jpg", Body=images[0].read_bytes()[:500])
     main(["predict", str(counter_ckpt), "s3://robot-photos/today/", "--out", str(tmp_path / "s3.csv"), "--quiet"])
     local = tmp_path / "local"
     local.mkdir()

@@ -6,8 +6,6 @@ import base64
 import http.client
 import io
 import json
-import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -16,6 +14,7 @@ from PIL import Image
 
 from bincount.errors import BincountError
 from bincount.serve import handler
+from bincount.serve.loadtest import load_test
 from bincount.serve.predictor import load_predictor
 from bincount.serve.server import start_server
 from conftest import ids_by_count
@@ -141,36 +140,21 @@ def test_a_decompression_bomb_is_refused_before_decoding(server, monkeypatch):
 
 
 def test_bounded_concurrent_load_has_no_errors(server, predictor, jpegs):
-    """1,000 requests from 8 client threads with keep-alive connections; every one answered right."""
+    """1,000 requests from 8 client threads on keep-alive connections; every one answered right."""
     want = expected_counts(predictor, jpegs)
-    host, port = server.server_address[:2]
-    errors, lock = [], threading.Lock()
     passes_before = server.model.passes
-
-    def client(k: int) -> int:
-        conn, done = http.client.HTTPConnection(host, port, timeout=60), 0
-        for n in range(125):
-            i = (k + n) % len(jpegs)
-            try:
-                conn.request("POST", "/invocations", body=jpegs[i], headers={"Content-Type": "image/jpeg"})
-                resp = conn.getresponse()
-                body = json.loads(resp.read())
-                if resp.status != 200 or body["predictions"][0]["count"] != want[i]:
-                    raise AssertionError(f"{resp.status} {body}")
-                done += 1
-            except Exception as e:
-                with lock:
-                    errors.append(repr(e))
-                conn.close()
-                conn = http.client.HTTPConnection(host, port, timeout=60)
-        conn.close()
-        return done
-
-    with ThreadPoolExecutor(8) as pool:
-        answered = sum(pool.map(client, range(8)))
-    assert errors == [] and answered == 1000
+    result = load_test(server.url, [(b, "image/jpeg") for b in jpegs], requests=1000, concurrency=8,
+                       check=lambda i, status, body: status == 200 and
+                       json.loads(body)["predictions"][0]["count"] == want[i])
+    assert result["errors"] == 0, result["error_samples"]
+    assert result["statuses"] == {"200": 1000}
     assert server.model.passes - passes_before < 1000  # concurrent requests shared forward passes
     assert request(server, "GET", "/ping")[0] == 200
+
+
+def test_the_load_test_only_targets_this_machine():
+    with pytest.raises(BincountError, match="only targets servers on this machine"):
+        load_test("http://192.0.2.1:8080", [(b"x", "image/jpeg")], requests=1)
 
 
 # -- the handler as SageMaker's container calls it -------------------------------------------------

@@ -52,23 +52,22 @@ def _images_in(folder: Path) -> list[Path]:
 
 
 def _download_s3(uri: str, dest: Path) -> list[Path]:
-    """Objects of an ``s3://bucket/key`` or ``s3://bucket/prefix/`` URI with an image suffix, downloaded."""
-    import boto3
+    """Objects of an ``s3://bucket/key`` or ``s3://bucket/prefix`` URI with an image suffix, downloaded
+    (retried, checked to be images) with the data downloader's transfer loop; failures are logged."""
+    from bincount.data.download import fetch
+    from bincount.data.s3 import TransferSummary, check_reachable, list_objects, parse_s3_uri, s3_client, transfer_all
 
-    bucket, _, key = uri.removeprefix("s3://").partition("/")
-    s3 = boto3.client("s3")
-    keys = []
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key):
-        keys += [o["Key"] for o in page.get("Contents", []) if Path(o["Key"]).suffix.lower() in IMAGE_SUFFIXES]
+    bucket, prefix = parse_s3_uri(uri)
+    client = s3_client()
+    check_reachable(client, lambda: client.head_bucket(Bucket=bucket), bucket)
+    keys = [o["Key"] for o in list_objects(client, bucket, prefix) if Path(o["Key"]).suffix.lower() in IMAGE_SUFFIXES]
     if not keys:
         raise BincountError(f"{uri}: no .jpg/.jpeg/.png objects there; check the bucket and prefix")
-    targets = [dest / bucket / k for k in keys]
-    for t in targets:
-        t.parent.mkdir(parents=True, exist_ok=True)
-    with ThreadPoolExecutor(8) as pool:
-        list(progress(pool.map(lambda kt: s3.download_file(bucket, kt[0], str(kt[1])), zip(keys, targets)),
-                      total=len(keys), description=f"downloading {uri}"))
-    return targets
+    summary = transfer_all(keys, str, lambda k: fetch(client, bucket, k, dest / bucket / k), TransferSummary("fetched"),
+                           workers=8, description=f"downloading {uri}")
+    for line in summary.lines()[2:] if summary.failed else []:
+        log.warning("%s: %s", uri, line)
+    return [dest / bucket / k for k in keys if k not in summary.failed]
 
 
 def find_images(sources: Iterable[str], download_dir: Path | None = None) -> list[Path]:

@@ -1,5 +1,8 @@
 """Dynamic batching: requests that arrive while a forward pass runs go into the next pass together.
 
+Request threads only decode (PIL releases the GIL); the one worker thread runs every torch operation,
+transform and forward alike, so torch's thread pool is never entered from many threads at once.
+
 Greedy by default (``max_wait_ms=0``): a lone request is never delayed, and under load the batch
 grows by itself to whatever queued up, up to ``max_batch`` images.
 """
@@ -12,14 +15,13 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
 from bincount.serve.predictor import Predictor
 
 
 @dataclass
 class _Job:
-    x: torch.Tensor
+    items: list  # PIL images or preprocessed tensors
     done: threading.Event = field(default_factory=threading.Event)
     result: np.ndarray | None = None
     error: BaseException | None = None
@@ -39,7 +41,7 @@ class BatchingPredictor:
         return getattr(self.predictor, name)
 
     def predict(self, images) -> np.ndarray:
-        job = _Job(self.predictor.batch(images))
+        job = _Job(list(images))
         self._queue.put(job)
         job.done.wait()
         if job.error is not None:
@@ -47,7 +49,7 @@ class BatchingPredictor:
         return job.result
 
     def _gather(self, first: _Job) -> tuple[list[_Job], bool]:
-        jobs, n = [first], len(first.x)
+        jobs, n = [first], len(first.items)
         deadline = time.monotonic() + self.max_wait
         while n < self.max_batch:
             try:
@@ -58,7 +60,7 @@ class BatchingPredictor:
             if job is None:
                 return jobs, True
             jobs.append(job)
-            n += len(job.x)
+            n += len(job.items)
         return jobs, False
 
     def _run(self) -> None:
@@ -69,11 +71,11 @@ class BatchingPredictor:
                 return
             jobs, stop = self._gather(first)
             try:
-                probs = self.predictor.predict(torch.cat([j.x for j in jobs]))
+                probs = self.predictor.predict([item for j in jobs for item in j.items])
                 self.passes, self.images = self.passes + 1, self.images + len(probs)
                 start = 0
                 for j in jobs:
-                    j.result, start = probs[start:start + len(j.x)], start + len(j.x)
+                    j.result, start = probs[start:start + len(j.items)], start + len(j.items)
             except Exception as e:  # every waiting request hears about it; the worker goes on
                 for j in jobs:
                     j.error = e

@@ -112,15 +112,15 @@ def input_fn(request_body: bytes | str, request_content_type: str | None) -> lis
 
 
 def predict_fn(input_data: list[bytes], model: Predictor) -> list[dict]:
-    """Decode with the model's own evaluation preprocessing, then one batched forward pass."""
-    tensors = []
+    """Decode as the data module does, then the evaluation transform and one batched forward pass."""
+    images = []
     for i, data in enumerate(input_data):
         try:
-            tensors.append(model.load(data))
+            images.append(model.decode(data))
         except Exception as e:  # truncated or corrupt pixel data only shows when decoding
             raise RequestError(400, f"image {i} could not be decoded ({e.__class__.__name__}: {e}); "
                                     "is it truncated?") from None
-    probabilities = model.predict(tensors)
+    probabilities = model.predict(images)
     return [{"count": count, "confidence": round(float(p.max()), 6),
              "probabilities": {str(c): round(float(q), 6) for c, q in zip(model.classes, p)}}
             for count, p in zip(model.counts(probabilities), probabilities)]

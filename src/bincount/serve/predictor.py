@@ -50,15 +50,19 @@ class Predictor(ABC):
         self._lock = threading.Lock()
 
     # -- preprocessing ----------------------------------------------------------------------
+    def decode(self, source: str | Path | bytes) -> Image.Image:
+        """Decode one image (a path or encoded bytes) as the data module does: RGB, DCT-scaled for JPEGs."""
+        return load_rgb(io.BytesIO(source) if isinstance(source, bytes) else source, self.image_size)
+
     def load(self, source: str | Path | bytes) -> torch.Tensor:
-        """Decode one image (a path or encoded bytes) and preprocess it as evaluation does."""
-        return self.transform(load_rgb(io.BytesIO(source) if isinstance(source, bytes) else source, self.image_size))
+        """Decode one image and preprocess it as evaluation does."""
+        return self.transform(self.decode(source))
 
     def batch(self, images: Sequence[Image.Image | torch.Tensor] | torch.Tensor) -> torch.Tensor:
         if isinstance(images, torch.Tensor):
             return images if images.ndim == 4 else images.unsqueeze(0)
-        return torch.stack([im if isinstance(im, torch.Tensor) else self.transform(im.convert("RGB"))
-                            for im in images])
+        return torch.stack([im if isinstance(im, torch.Tensor) else
+                            self.transform(im if im.mode == "RGB" else im.convert("RGB")) for im in images])
 
     # -- inference --------------------------------------------------------------------------
     @abstractmethod

@@ -54,6 +54,7 @@ class InferenceServer(ThreadingHTTPServer):
 
 class _RequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: clients reuse their connection
+    disable_nagle_algorithm = True  # headers and body go out as two writes: no 40 ms delayed-ACK stall
     server_version = "bincount"
     timeout = 60  # a client that stalls mid-request frees its thread after this
     server: InferenceServer
