@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -23,7 +24,7 @@ from conftest import TINY, ids_by_count, make_abid_slice
 
 HOSTS = ["algo-1", "algo-2"]
 PER_COUNT = 8  # 40 images: 30 train, 5 val, 5 test
-BATCH = 4
+BATCH = 5  # divides each rank's 15 training images: the same steps with or without drop_last
 
 
 def toolkit_args(hyperparameters: dict[str, str]) -> list[str]:
@@ -41,9 +42,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def host_env(tmp: Path, host: str, channel: Path, port: int) -> dict[str, str]:
+def host_env(tmp: Path, host: str, channel: Path, port: int, hosts: list[str] = HOSTS) -> dict[str, str]:
     root = tmp / host
-    return {**os.environ, "SM_HOSTS": json.dumps(HOSTS), "SM_CURRENT_HOST": host, "SM_NUM_GPUS": "0",
+    return {**os.environ, "SM_HOSTS": json.dumps(hosts), "SM_CURRENT_HOST": host, "SM_NUM_GPUS": "0",
             "SM_CHANNEL_TRAIN": str(channel), "SM_MODEL_DIR": str(root / "model"),
             "SM_OUTPUT_DATA_DIR": str(root / "output"), "BINCOUNT_CHECKPOINT_DIR": str(root / "checkpoints"),
             "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "BINCOUNT_NO_PROGRESS": "1",
@@ -74,16 +75,14 @@ def test_node_maps_the_container_onto_config(tmp_path):
     assert f"ckpt_path={tmp_path / 'algo-2' / 'checkpoints' / 'last.ckpt'}" in Node(env).overrides()
 
 
-def test_two_node_ddp_training_in_sagemaker_environment(dev224, tmp_path):
-    channel = make_abid_slice(dev224, tmp_path / "channel", ids_by_count(dev224, PER_COUNT))
-    overrides = [o for o in TINY if not o.startswith("data.batch_size")] + [
-        f"data.batch_size={BATCH}", "trainer.max_epochs=1", "logger=csv", "data.root=/somewhere/local"]
+def run_job(tmp: Path, hosts: list[str], channel: Path, overrides: list[str]) -> dict[str, str]:
+    """One process per host, as SageMaker starts them, with the toolkit's arguments; their output."""
     args = toolkit_args(job_hyperparameters(overrides))
     port = free_port()
     procs = {host: subprocess.Popen([sys.executable, str(PROJECT_ROOT / "sagemaker_train.py"), *args],
-                                    env=host_env(tmp_path, host, channel, port), cwd=tmp_path,
+                                    env=host_env(tmp, host, channel, port, hosts), cwd=tmp,
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for host in HOSTS}
+             for host in hosts}
     logs = {}
     try:
         for host, p in procs.items():
@@ -93,6 +92,22 @@ def test_two_node_ddp_training_in_sagemaker_environment(dev224, tmp_path):
             p.kill()
     for host, p in procs.items():
         assert p.returncode == 0, f"{host} failed:\n{logs[host][-4000:]}"
+    return logs
+
+
+JOB = [o for o in TINY if not o.startswith("data.batch_size")] + [
+    f"data.batch_size={BATCH}", "logger=csv", "data.root=/somewhere/local"]
+
+
+@pytest.fixture(scope="module")
+def ddp_job(dev224, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("job")
+    channel = make_abid_slice(dev224, tmp / "channel", ids_by_count(dev224, PER_COUNT))
+    return tmp, channel, run_job(tmp, HOSTS, channel, JOB + ["trainer.max_epochs=1"])
+
+
+def test_two_node_ddp_training_in_sagemaker_environment(ddp_job):
+    tmp_path, channel, logs = ddp_job
 
     # both processes joined one process group of two, each as its own node
     for rank, host in enumerate(HOSTS):
@@ -103,7 +118,7 @@ def test_two_node_ddp_training_in_sagemaker_environment(dev224, tmp_path):
     split = [line.split(",")[2] for line in (model_dir / "split_manifest.csv").read_text().splitlines()[1:]]
     n_train, n_test = split.count("train"), split.count("test")
     steps = [json.loads(x) for x in (model_dir / "debugger" / "losses.jsonl").read_text().splitlines()]
-    assert len([s for s in steps if s["mode"] == "train"]) == math.ceil(math.ceil(n_train / 2) / BATCH) < n_train / BATCH
+    assert len([s for s in steps if s["mode"] == "train"]) == n_train // 2 // BATCH == 3
 
     # the model artifact is written once, by node 0, into its model dir; node 1's stays empty
     assert (model_dir / "checkpoints" / "best.ckpt").is_file()
@@ -120,3 +135,19 @@ def test_two_node_ddp_training_in_sagemaker_environment(dev224, tmp_path):
     assert cfg["trainer"]["num_nodes"] == 2 and cfg["trainer"]["strategy"] == "ddp"
     assert cfg["data"]["root"] == str(channel) and cfg["model"]["backbone"] == "resnet10t"
     assert cfg["data"]["batch_size"] == BATCH
+
+
+def test_a_restarted_job_resumes_from_the_last_checkpoint(ddp_job, tmp_path):
+    """After a spot interruption SageMaker restarts the job with /opt/ml/checkpoints restored from S3:
+    training goes on after the epoch the checkpoint holds instead of starting over."""
+    job, channel, _ = ddp_job
+    shutil.copytree(job / "algo-1" / "checkpoints", tmp_path / "algo-1" / "checkpoints")
+    logs = run_job(tmp_path, ["algo-1"], channel, JOB + ["trainer.max_epochs=2"])
+    last = tmp_path / "algo-1" / "checkpoints" / "last.ckpt"
+    assert f"ckpt_path={last}" in logs["algo-1"] and "Restoring states from the checkpoint" in logs["algo-1"]
+    history = json.loads((tmp_path / "algo-1" / "model" / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1]  # epoch 0 was done before the interruption
+    steps = [json.loads(x)["step"] for x in (tmp_path / "algo-1" / "model" / "debugger" / "losses.jsonl")
+             .read_text().splitlines() if json.loads(x)["mode"] == "train"]
+    interrupted = torch.load(job / "algo-1" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert interrupted["epoch"] == 0 and steps[0] == interrupted["global_step"] > 0

@@ -8,10 +8,12 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
 import time
+import tomllib
 import urllib.request
 
 import boto3
@@ -20,7 +22,7 @@ import pytest
 from botocore.validate import ParamValidator
 from hydra.utils import instantiate
 
-from bincount.launch.sagemaker import job_hyperparameters
+from bincount.launch.sagemaker import REQUIREMENTS, job_hyperparameters
 from bincount.paths import PROJECT_ROOT
 from conftest import compose_cfg
 
@@ -170,3 +172,16 @@ def test_submission_without_a_role_says_how_to_set_one(aws_env, tmp_path, monkey
     with pytest.raises(BincountError, match="launcher.role"):
         instantiate(cfg.launcher).launch(cfg)
     assert received(aws_env, "CreateTrainingJob") == []
+
+
+def _names(requirements: list[str]) -> set[str]:
+    return {re.split(r"[<>=!~\[; ]", r.strip(), maxsplit=1)[0].lower().replace("_", "-")
+            for r in requirements if r.strip() and not r.strip().startswith("#")}
+
+
+def test_the_job_installs_every_dependency_but_torch():
+    """The container brings torch/torchvision; everything else bincount imports comes from the job's
+    requirements.txt, which must follow pyproject.toml."""
+    deps = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    missing = _names(deps) - {"torch", "torchvision"} - _names(REQUIREMENTS.read_text().splitlines())
+    assert not missing, f"add {sorted(missing)} to {REQUIREMENTS}"

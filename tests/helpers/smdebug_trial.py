@@ -20,7 +20,7 @@ from conftest import TINY, compose_cfg  # noqa: E402
 from bincount.cli import main as bincount  # noqa: E402
 from bincount.training import train  # noqa: E402
 
-cfg = compose_cfg("train", TINY + [f"data.root={data_root}", "data.batch_size=8", "trainer.max_epochs=2",
+cfg = compose_cfg("train", TINY + [f"data.root={data_root}", "data.batch_size=10", "trainer.max_epochs=2",
                                    "logger=csv", "callbacks.debugger.save_interval=2"], Path(run_dir))
 train(cfg)
 

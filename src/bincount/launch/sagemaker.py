@@ -101,8 +101,13 @@ class SageMakerLauncher:
         """The boto3 session (region from the config, else the AWS config, else us-east-1) and the
         SageMaker session on top of it. Endpoints follow the AWS config (e.g. AWS_ENDPOINT_URL)."""
         import boto3
-        import sagemaker
-        from sagemaker.config import load_sagemaker_config
+        try:
+            import sagemaker
+            from sagemaker.config import load_sagemaker_config
+            from sagemaker.pytorch import PyTorch  # noqa: F401  (gone in SDK v3)
+        except ImportError:
+            raise BincountError("launcher=sagemaker needs the SageMaker Python SDK v2 (v3 has no estimators): "
+                                "pip install -e '.[sagemaker]'") from None
 
         boto = boto3.Session(region_name=self.region or boto3.Session().region_name or "us-east-1")
         credentials = boto.get_credentials()
@@ -240,6 +245,8 @@ class SageMakerLauncher:
             if not has_credentials:
                 print(f"dry run: no AWS credentials, so account {PLACEHOLDER_ACCOUNT} and the role are "
                       "placeholders; nothing was uploaded or submitted")
+            elif not self.role:
+                print("dry run: the role is a placeholder (set launcher.role); nothing was uploaded or submitted")
             log.info("dry run: CreateTrainingJob request for %s written to %s", self.job_name, run_dir / REQUEST_NAME)
             return None
 
@@ -252,7 +259,13 @@ class SageMakerLauncher:
                  self.instance_type, summary["console"])
         if not self.wait:
             return None
-        session.logs_for_job(self.job_name, wait=True, log_type=self.logs)
+        from sagemaker.exceptions import UnexpectedStatusException
+
+        try:
+            session.logs_for_job(self.job_name, wait=True, log_type=self.logs)
+        except UnexpectedStatusException as e:
+            raise BincountError(f"SageMaker job {self.job_name} did not complete ({e}); its log is above and in "
+                                f"CloudWatch, its page: {summary['console']}") from None
         if not self.download:
             return None
         fetch_artifacts(boto, summary["model"], run_dir)
