@@ -12,7 +12,7 @@ import json
 import logging
 import tarfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from omegaconf import DictConfig
 
@@ -239,7 +239,8 @@ class SageMakerLauncher:
         channels = self._channels(s3_root)
 
         if self.dry_run:
-            request = self._capture_request(session, estimator, channels, self.job_name)
+            request = capture_request(session, "CreateTrainingJob", {"TrainingJobArn": "dry-run"},
+                                      lambda: estimator.fit(channels, job_name=self.job_name, wait=False, logs="None"))
             (run_dir / REQUEST_NAME).write_text(json.dumps(request, indent=2))
             print(json.dumps(request, indent=2))
             if not has_credentials:
@@ -275,26 +276,27 @@ class SageMakerLauncher:
         best = json.loads(metrics.read_text()).get("best_val", {}).get(cfg.optimized_metric)
         return float(best) if best is not None else None
 
-    @staticmethod
-    def _capture_request(session, estimator, channels, job_name: str) -> dict:
-        """Run the SDK's real submission up to the wire: botocore builds and validates the
-        CreateTrainingJob request against the API model, then this handler answers in place of AWS,
-        so nothing is sent and no credentials are needed."""
-        from botocore.awsrequest import AWSResponse
 
-        captured: dict = {}
+def capture_request(session, operation: str, answer: dict, submit: Callable[[], Any]) -> dict:
+    """Run ``submit`` (the SDK's real submission) up to the wire: botocore builds the ``operation``
+    request and validates it against the API model, then this handler answers ``answer`` in place of
+    AWS, so nothing is sent and no credentials are needed. Returns the request as it would be sent."""
+    from botocore.awsrequest import AWSResponse
 
-        def answer(params, model, **_):
-            captured.update(json.loads(params["body"]))
-            return AWSResponse(params["url"], 200, {}, None), {"TrainingJobArn": "dry-run"}
+    captured: dict = {}
 
-        events = session.sagemaker_client.meta.events
-        events.register_first("before-call.sagemaker.CreateTrainingJob", answer)
-        try:
-            estimator.fit(channels, job_name=job_name, wait=False, logs="None")
-        finally:
-            events.unregister("before-call.sagemaker.CreateTrainingJob", answer)
-        return captured
+    def handler(params, **_):
+        captured.update(json.loads(params["body"]))
+        return AWSResponse(params["url"], 200, {}, None), answer
+
+    event = f"before-call.sagemaker.{operation}"
+    events = session.sagemaker_client.meta.events
+    events.register_first(event, handler)
+    try:
+        submit()
+    finally:
+        events.unregister(event, handler)
+    return captured
 
 
 def job_outputs(job: dict) -> dict:

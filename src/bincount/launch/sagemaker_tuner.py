@@ -21,7 +21,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from bincount.errors import BincountError
-from bincount.launch.sagemaker import PLACEHOLDER_ACCOUNT, job_hyperparameters, pack_source
+from bincount.launch.sagemaker import PLACEHOLDER_ACCOUNT, capture_request, job_hyperparameters, pack_source
 
 log = logging.getLogger(__name__)
 
@@ -72,23 +72,9 @@ def split_search(params: dict[str, str], arguments: list[str]) -> tuple[dict[str
 
 
 def _capture(session, tuner, channels, name: str) -> dict:
-    """Run the SDK's real submission up to the wire (as the launcher's dry run does for training jobs):
-    botocore validates the CreateHyperParameterTuningJob request; this handler answers instead of AWS."""
-    from botocore.awsrequest import AWSResponse
-
-    captured: dict = {}
-
-    def answer(params, model, **_):
-        captured.update(json.loads(params["body"]))
-        return AWSResponse(params["url"], 200, {}, None), {"HyperParameterTuningJobArn": "dry-run"}
-
-    events = session.sagemaker_client.meta.events
-    events.register_first("before-call.sagemaker.CreateHyperParameterTuningJob", answer)
-    try:
-        tuner.fit(channels, job_name=name, wait=False)
-    finally:
-        events.unregister("before-call.sagemaker.CreateHyperParameterTuningJob", answer)
-    return captured
+    """The CreateHyperParameterTuningJob request, built and validated, not sent (as the launcher's dry run)."""
+    return capture_request(session, "CreateHyperParameterTuningJob", {"HyperParameterTuningJobArn": "dry-run"},
+                           lambda: tuner.fit(channels, job_name=name, wait=False))
 
 
 def tune(cfg: DictConfig, arguments: list[str], params: dict | None = None, direction: str = "maximize",
