@@ -289,5 +289,5 @@ def test_first_run_downloads_into_the_default_folder_then_trains(aws, abid, tmp_
 
 def test_first_run_without_network_says_how_to_get_the_data(tmp_path, monkeypatch):
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", f"http://127.0.0.1:{_closed_port()}")
-    with pytest.raises(BincountError, match=r"downloading one failed: cannot reach .* point data.root at an ABID"):
+    with pytest.raises(BincountError, match=r"cannot be downloaded \(cannot reach the S3 endpoint .*\); point data.root"):
         ensure_dataset(tmp_path / "abid")

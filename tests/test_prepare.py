@@ -116,3 +116,17 @@ def test_training_runs_on_the_prepared_folder_with_its_manifest(originals, tmp_p
     train(cfg)
     assert (run / MANIFEST_NAME).read_text() == (out / MANIFEST_NAME).read_text()
     assert json.loads((run / "metrics.json").read_text())["test/images"] == 5
+
+
+def test_packed_format_holds_the_same_bins_and_split_as_the_jpeg_folders(originals, tmp_path):
+    from bincount.data.packed import read_packed
+
+    prepare(originals, tmp_path / "jpeg", size=32, classes=[1, 2, 3, 4, 5], workers=2)
+    report = prepare(originals, tmp_path / "packed", size=32, fmt="packed", classes=[1, 2, 3, 4, 5], workers=2)
+    records, _ = read_packed(tmp_path / "packed")
+    assert report["images"] == {"train": 30, "val": 5, "test": 5} and len(records) == 40
+    assert (tmp_path / "packed" / MANIFEST_NAME).read_text() == (tmp_path / "jpeg" / MANIFEST_NAME).read_text()
+    packed_at = (tmp_path / "packed" / "images.npy").stat().st_mtime_ns
+    again = prepare(originals, tmp_path / "packed", size=32, fmt="packed", classes=[1, 2, 3, 4, 5], workers=2)
+    assert (again["resized"], again["unchanged"]) == (0, 40)  # unchanged sources: not packed again
+    assert (tmp_path / "packed" / "images.npy").stat().st_mtime_ns == packed_at

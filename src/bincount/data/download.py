@@ -22,8 +22,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from bincount.data.files import atomic_write, remove_stale_temps
 from bincount.data.records import IMAGE_DIR, METADATA_DIR, check_image, load_file_list, parse_metadata
-from bincount.data.s3 import (Transient, TransferError, TransferSummary, check_reachable, list_objects, s3_client,
-                              transfer_all, with_retries)
+from bincount.data.s3 import (Transient, TransferError, TransferSummary, Unreachable, check_reachable, list_objects,
+                              s3_client, transfer_all, with_retries)
 from bincount.errors import BincountError
 from bincount.progress import progress
 
@@ -186,11 +186,14 @@ def ensure_dataset(root: str | Path, file_list: str | Path | None = None) -> Non
     ids = subset_ids(file_list)
     log.info("data.root %s holds no dataset yet: downloading %d bins from s3://%s (data.download_to=null turns "
              "this off)", root, len(ids), DEFAULT_BUCKET)
-    how = "point data.root at an ABID-layout folder (e.g. data.root=../shared/abid/dev-224) or run `bincount download`"
+    how = "point data.root at an ABID-layout folder (e.g. data.root=../shared/abid/dev-224)"
     try:
         summary = download(root, ids)
+    except Unreachable as e:
+        raise BincountError(f"no dataset in {root} and it cannot be downloaded ({e.cause}); {how}, or run "
+                            "`bincount download` where there is internet") from None
     except BincountError as e:
-        raise BincountError(f"no dataset in {root} and downloading one failed: {e}; {how}") from None
+        raise BincountError(f"no dataset in {root} and downloading one failed ({e}); {how}") from None
     for line in summary.lines():
         log.info("download: %s", line)
     if summary.done + summary.skipped == 0:
@@ -215,10 +218,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("download", help="fetch ABID images and metadata from S3 into an ABID-layout folder")
     p.add_argument("dest", nargs="?", default="data/abid", help="destination folder (default: data/abid)")
-    p.add_argument("--file-list", help="Udacity-format file_list.json of the ids to fetch "
-                                       "(default: the 10,441-image subset shipped with bincount)")
-    p.add_argument("--count-per-class", type=int, metavar="N",
-                   help="instead of a list, draw N bins of each count at random from the bucket's metadata")
+    subset = p.add_mutually_exclusive_group()
+    subset.add_argument("--file-list", help="Udacity-format file_list.json of the ids to fetch "
+                                            "(default: the 10,441-image subset shipped with bincount)")
+    subset.add_argument("--count-per-class", type=int, metavar="N",
+                        help="instead of a list, draw N bins of each count at random from the bucket's metadata")
     p.add_argument("--classes", type=counts, help="counts to fetch, e.g. 0..5 or 1,2,3 (default: all listed; "
                                                   "1..5 with --count-per-class)")
     p.add_argument("--seed", type=int, default=42, help="seed of the --count-per-class draw")

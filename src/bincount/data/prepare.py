@@ -138,11 +138,19 @@ def prepare_jpeg(records: Sequence[BinRecord], splits: dict[str, list[BinRecord]
     return {"resized": len(jobs) - len(failed), "unchanged": unchanged, "moved": moved, "removed": removed}
 
 
-def prepare_packed(src: Path, out: Path, size: int, classes, file_list) -> tuple[list[BinRecord], SkipReport]:
-    from bincount.data.packed import pack_abid, read_packed
+def prepare_packed(src: Path, out: Path, size: int, classes, file_list) -> tuple[list[BinRecord], SkipReport, dict]:
+    """Pack ``src`` unless the packed folder already holds these very sources at this size."""
+    from bincount.data.packed import is_packed, pack_abid, read_packed
 
-    pack_abid(src, out, size, classes, file_list)
-    return read_packed(out)
+    candidates, _ = read_abid(src, classes, file_list, check_images=False)
+    params, stamps = {"format": "packed", "size": size}, {r.id: _stamp(r.image) for r in candidates}
+    repack = not (is_packed(out) and _load_state(out, params) == stamps)
+    if repack:
+        pack_abid(src, out, size, classes, file_list)
+        with atomic_write(out / STATE_NAME) as tmp:
+            tmp.write_text(json.dumps({"params": params, "items": stamps}))
+    records, report = read_packed(out)
+    return records, report, {"resized": len(records) if repack else 0, "unchanged": 0 if repack else len(records)}
 
 
 def prepare(src: str | Path, out: str | Path, size: int = 224, fmt: str = "jpeg", classes: Sequence[int] | None = None,
@@ -157,9 +165,8 @@ def prepare(src: str | Path, out: str | Path, size: int = 224, fmt: str = "jpeg"
     started = time.perf_counter()
     workers = workers or len(os.sched_getaffinity(0))
     out.mkdir(parents=True, exist_ok=True)
-    stats: dict = {}
     if fmt == "packed":
-        records, report = prepare_packed(src, out, size, classes, file_list)
+        records, report, stats = prepare_packed(src, out, size, classes, file_list)
         splits = split_records(records, split, ratios, seed)
     else:
         records, report = read_abid(src, classes, file_list, check_images=False)  # the resize decodes anyway
@@ -169,7 +176,7 @@ def prepare(src: str | Path, out: str | Path, size: int = 224, fmt: str = "jpeg"
         stats = prepare_jpeg(records, splits, src, out, report, size, quality, workers)
     write_manifest(splits, out / MANIFEST_NAME)
     seconds = time.perf_counter() - started
-    written = stats.get("resized", len(records) if fmt == "packed" else 0)
+    written = stats["resized"]
     result = {
         "source": str(src), "format": fmt, "size": size, "workers": workers,
         "images": {s: len(splits[s]) for s in SPLITS},
@@ -185,7 +192,7 @@ def prepare(src: str | Path, out: str | Path, size: int = 224, fmt: str = "jpeg"
 def _run(args: argparse.Namespace) -> int:
     r = prepare(args.src, args.out, args.size, args.format, args.classes, args.file_list, args.split,
                 args.ratios, args.seed, args.quality, args.workers)
-    done = f"{r.get('resized', 0)} resized, {r.get('unchanged', 0)} unchanged" if args.format == "jpeg" else "packed"
+    done = f"{r['resized']} resized, {r['unchanged']} unchanged"
     rate = f" ({r['images_per_s']} images/s on {r['workers']} workers)" if r["images_per_s"] else ""
     print(f"prepared {sum(r['images'].values())} images in {args.out}: {done} in {r['seconds']} s{rate}")
     print(f"split {r['images']}; skipped {r['skipped']['by_reason'] or 0}")

@@ -31,6 +31,15 @@ TRANSIENT_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestTime
                    "InternalError", "ServiceUnavailable", "503", "500", "502", "504"}
 
 
+class Unreachable(BincountError):
+    """No S3 endpoint answered; ``cause`` says which and why, in a few words."""
+
+    def __init__(self, cause: str):
+        self.cause = cause
+        super().__init__(f"{cause}; check the network, or point --endpoint-url / AWS_ENDPOINT_URL_S3 at a "
+                         "reachable S3 server")
+
+
 class TransferError(Exception):
     """A file that could not be transferred; the message is the reason shown in the summary."""
 
@@ -113,8 +122,7 @@ def check_reachable(client, fn: Callable[[], object], bucket: str) -> None:
         raise BincountError("no AWS credentials found: run `aws configure`, or set AWS_PROFILE or "
                             "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY") from None
     except (BotoConnectionError, HTTPClientError) as e:
-        raise BincountError(f"cannot reach the S3 endpoint {endpoint} ({e}); check the network, or point "
-                            "--endpoint-url / AWS_ENDPOINT_URL_S3 at a reachable S3 server") from None
+        raise Unreachable(f"cannot reach the S3 endpoint {endpoint} ({type(e).__name__})") from None
     except ClientError as e:
         code = e.response.get("Error", {}).get("Code")
         if code == "NoSuchBucket":
