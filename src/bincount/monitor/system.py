@@ -31,7 +31,7 @@ RESOURCES = {
     "proc_cpu_cores": ("CPU cores busy with this run (process and its loader workers)", "cores"),
     "mem_percent": ("memory, whole machine", "%"),
     "mem_used_gb": ("memory used, whole machine", "GiB"),
-    "proc_rss_gb": ("memory of this run (resident, with loader workers)", "GiB"),
+    "proc_rss_gb": ("memory of this run (resident, with loader workers, at most the machine's used)", "GiB"),
     "disk_percent": ("disk space used (run directory's volume)", "%"),
     "disk_read_mbs": ("disk reads", "MiB/s"),
     "disk_write_mbs": ("disk writes", "MiB/s"),
@@ -202,9 +202,12 @@ class Sampler:
         now = time.monotonic()
         vm = psutil.virtual_memory()
         cores, rss = self._process_tree()
+        used = (vm.total - vm.available) / GB
+        # Summed RSS counts twice the pages forked loader workers share with the main process (PSS would
+        # not, but reading it costs ~30 ms per torch process); the machine's used memory bounds it.
         row = {"t": round(now - self._origin, 3), "phase": self.phase,
                "cpu_percent": psutil.cpu_percent(interval=None), "proc_cpu_cores": cores,
-               "mem_percent": vm.percent, "mem_used_gb": (vm.total - vm.available) / GB, "proc_rss_gb": rss,
+               "mem_percent": vm.percent, "mem_used_gb": used, "proc_rss_gb": min(rss, used),
                "disk_percent": psutil.disk_usage(self.disk_path).percent, **self._io_rates(now)}
         row.update(self.gpus.sample())
         self.rows.append(row)
@@ -257,21 +260,31 @@ class SystemMonitor(L.Callback):
         self._epoch: dict | None = None
         self._last = self._batch_start = self._val_start = self._test_start = 0.0
         self._cuda = False
+        # Sampling starts here, not in setup(): train() builds the callbacks just before the data module
+        # reads and checks the images, which Lightning does before any callback hook, and which is paid for.
+        if os.environ.get("LOCAL_RANK", "0") == "0":  # DDP workers Lightning starts carry LOCAL_RANK
+            self._start("setup")
 
     def _now(self) -> float:
         return time.perf_counter()
 
     # -- sampling -------------------------------------------------------------------------------
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        self._cuda = self.sync_cuda and pl_module.device.type == "cuda"
-        if trainer.local_rank != 0:
-            return
+    def _start(self, phase: str) -> None:
         if self.sampler is None:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             self.sampler = Sampler(self.output_dir, self.interval_s)
             self.machine = describe_machine(self.sampler.gpus)
-        self.sampler.phase = stage
+        self.sampler.phase = phase
         self.sampler.start()
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._cuda = self.sync_cuda and pl_module.device.type == "cuda"
+        if trainer.local_rank != 0:
+            if self.sampler is not None:
+                self.sampler.stop()
+                self.sampler = None
+            return
+        self._start(stage)
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if self.sampler is None:

@@ -229,7 +229,7 @@ def render_markdown(report: dict) -> str:
 
 
 def plot_utilization(rows: list[dict], machine: dict, path: str | Path) -> Path:
-    """Utilization over time, one panel per resource, validation and test phases shaded."""
+    """Utilization over time, one panel per resource; setup (reading the data), validation and test shaded."""
     t = [r["t"] for r in rows]
     has = lambda col: any(r.get(col) is not None for r in rows)  # noqa: E731
     panels = [("CPU (%)", [("cpu_percent", "machine")]),
@@ -255,7 +255,7 @@ def plot_utilization(rows: list[dict], machine: dict, path: str | Path) -> Path:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="upper right")
     axes[-1, 0].set_xlabel("seconds since the run started")
-    fig.suptitle("utilization over time (shaded: validation, test)")
+    fig.suptitle("utilization over time (shaded: reading the data grey, validation orange, test green)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -263,7 +263,7 @@ def plot_utilization(rows: list[dict], machine: dict, path: str | Path) -> Path:
 
 
 def _shade_phases(ax, rows: list[dict]) -> None:
-    colors = {"val": "tab:orange", "validate": "tab:orange", "test": "tab:green"}
+    colors = {"setup": "tab:grey", "val": "tab:orange", "validate": "tab:orange", "test": "tab:green"}
     start = None
     for i, r in enumerate(rows):
         phase = r.get("phase")
