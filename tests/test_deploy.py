@@ -13,6 +13,8 @@ from bincount.errors import BincountError
 from bincount.serve.deploy import compose, delete_endpoint, deploy
 from bincount.serve.export import export_model
 
+pytest.importorskip("sagemaker", reason="the sagemaker extra is not installed")
+
 ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
 
 

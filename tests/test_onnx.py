@@ -16,6 +16,8 @@ from bincount.serve.export import export_model, export_onnx
 from bincount.serve.predictor import OnnxPredictor, TorchPredictor, load_predictor
 from conftest import ids_by_count
 
+pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+
 
 @pytest.fixture(scope="module")
 def real_images(dev224):

@@ -47,6 +47,7 @@ def test_predict_an_abid_folder_and_a_file_to_csv(counter_ckpt, small_abid, dev2
 
 
 def test_json_output_and_the_onnx_backend_agree_with_csv_and_torch(counter_ckpt, small_abid, tmp_path):
+    pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
     main(["predict", str(counter_ckpt), str(small_abid), "--out", str(tmp_path / "t.csv"), "--quiet"])
     main(["predict", str(counter_ckpt), str(small_abid), "--out", str(tmp_path / "o.json"), "--quiet",
           "--backend", "onnx", "--batch-size", "7"])

@@ -31,6 +31,15 @@ def test_ties_are_kept_or_dropped_together_and_an_unreachable_target_audits_ever
     assert none.threshold > 1 and none.coverage == 0
 
 
+def test_a_lower_bound_does_not_trust_a_lucky_handful():
+    pattern = np.array([1, 1, 1, 0, 1, 1, 1, 1, 1, 1], bool)  # 90% right
+    few = choose_threshold(np.linspace(1, 0.5, 10), pattern, 0.8)
+    assert few.threshold == 0.5 and few.precision == 0.9  # the plain rule takes all ten
+    assert choose_threshold(np.linspace(1, 0.5, 10), pattern, 0.8, z=1.645).threshold > 1  # too few to be sure
+    many = choose_threshold(np.linspace(1, 0.5, 1000), np.tile(pattern, 100), 0.8, z=1.645)
+    assert many.threshold == 0.5 and many.coverage == 1.0 and many.z == 1.645  # 900 of 1000 is enough
+
+
 def test_expected_quantities_from_real_metadata_and_from_csv(dev224, tmp_path):
     files = sorted((dev224 / "metadata").glob("*.json"))[:50]
     expected, unusable = read_expected([str(f) for f in files])

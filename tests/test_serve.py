@@ -211,3 +211,31 @@ def test_predictor_agrees_with_the_lightning_model_on_eval_preprocessing(counter
         want = model(x).softmax(1).numpy()
     got = predictor.predict([predictor.load(r.image) for r in records])
     np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_the_serve_command_serves_an_exported_model_until_interrupted(counter_ckpt, tmp_path, jpegs):
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    from bincount.serve.export import export_model
+
+    export_model(counter_ckpt, tmp_path / "model", onnx=True)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "bincount.cli", "serve", str(tmp_path / "model"), "--backend", "onnx",
+                             "--port", str(port), "--max-body-mb", "0.1"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert "serving" in proc.stdout.readline()  # printed once the socket listens
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        conn.request("GET", "/ping")
+        assert json.loads(conn.getresponse().read())["backend"] == "onnx"
+        conn.request("POST", "/invocations", body=jpegs[0], headers={"Content-Type": "image/jpeg"})
+        resp = conn.getresponse()
+        assert resp.status == 200 and len(json.loads(resp.read())["predictions"]) == 1
+        conn.close()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0

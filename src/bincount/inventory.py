@@ -63,6 +63,7 @@ class Threshold:
     precision: float | None  # accuracy of the counts at or above the threshold, on the calibration set
     coverage: float | None  # share of the calibration set at or above it
     calibration_images: int = 0
+    z: float = 0.0  # the precision's Wilson lower bound at this z had to reach the target
 
 
 # -- expected quantities ------------------------------------------------------------------------
@@ -127,10 +128,23 @@ def read_expected(sources: list[str]) -> tuple[dict[str, Expected], list[str]]:
 
 
 # -- threshold ----------------------------------------------------------------------------------
-def choose_threshold(confidence: np.ndarray, correct: np.ndarray, target_precision: float) -> Threshold:
+def wilson_lower(hits: np.ndarray, n: np.ndarray, z: float) -> np.ndarray:
+    """Lower end of the Wilson score interval of a proportion ``hits / n`` (z=0: the proportion itself)."""
+    p = hits / n
+    if not z:
+        return p
+    centre = p + z * z / (2 * n)
+    spread = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return (centre - spread) / (1 + z * z / n)
+
+
+def choose_threshold(confidence: np.ndarray, correct: np.ndarray, target_precision: float, z: float = 0.0
+                     ) -> Threshold:
     """The smallest confidence threshold at which the predictions kept (confidence >= threshold) are
-    right at least ``target_precision`` of the time. When none is, the threshold is above 1: every
-    bin goes to a person."""
+    right at least ``target_precision`` of the time. With ``z`` > 0 it is the Wilson lower bound of
+    that precision that must reach the target, so a cut that meets it on a handful of calibration
+    images by luck is not taken (z=1.645: 95% one-sided). When no cut qualifies, the threshold is
+    above 1: every bin goes to a person."""
     confidence, correct = np.asarray(confidence, float), np.asarray(correct, bool)
     if not len(confidence):
         raise BincountError("the calibration predictions are empty; predict a labelled validation set first")
@@ -139,22 +153,21 @@ def choose_threshold(confidence: np.ndarray, correct: np.ndarray, target_precisi
     kept = np.arange(1, len(conf) + 1)
     # Only the last index of each run of equal confidences is a real cut (ties go together).
     last = np.r_[conf[1:] != conf[:-1], True]
-    precision = hits / kept
-    ok = np.flatnonzero(last & (precision >= target_precision))
+    ok = np.flatnonzero(last & (wilson_lower(hits, kept, z) >= target_precision))
     if not len(ok):
-        return Threshold(float(np.nextafter(1.0, 2.0)), target_precision, None, 0.0, len(conf))
+        return Threshold(float(np.nextafter(1.0, 2.0)), target_precision, None, 0.0, len(conf), z)
     i = ok[-1]  # the deepest cut that still meets the target: the smallest threshold
-    return Threshold(float(conf[i]), target_precision, round(float(precision[i]), 4),
-                     round(float(kept[i] / len(conf)), 4), len(conf))
+    return Threshold(float(conf[i]), target_precision, round(float(hits[i] / kept[i]), 4),
+                     round(float(kept[i] / len(conf)), 4), len(conf), z)
 
 
-def calibrate(predictions: list[Prediction], target_precision: float) -> Threshold:
+def calibrate(predictions: list[Prediction], target_precision: float, z: float = 0.0) -> Threshold:
     labelled = [p for p in predictions if p.true_count is not None]
     if not labelled:
         raise BincountError("the calibration predictions have no true_count; predict an ABID folder "
                             "(e.g. `bincount predict CKPT DIR --split val`) to calibrate")
     return choose_threshold(np.array([p.confidence for p in labelled]),
-                            np.array([p.count == p.true_count for p in labelled]), target_precision)
+                            np.array([p.count == p.true_count for p in labelled]), target_precision, z)
 
 
 # -- decisions ----------------------------------------------------------------------------------
@@ -229,7 +242,7 @@ def _reconcile(args: argparse.Namespace) -> int:
     if args.threshold is not None:
         threshold = Threshold(args.threshold, None, None, None)
     elif args.calibration:
-        threshold = calibrate(read_predictions(args.calibration), args.target_precision)
+        threshold = calibrate(read_predictions(args.calibration), args.target_precision, args.z)
     else:
         raise BincountError("give --threshold T, or --calibration VAL_PREDICTIONS (with --target-precision) "
                             "to choose one on validation data")
@@ -242,7 +255,9 @@ def _reconcile(args: argparse.Namespace) -> int:
     if args.summary:
         Path(args.summary).write_text(json.dumps(summary, indent=2))
     to_check = [d for d in decisions if d.decision != MATCH]
-    print(f"{len(to_check)} of {len(decisions)} bins to check (threshold {threshold.threshold:.3f}):")
+    why = (f"threshold {threshold.threshold:.3f}" if threshold.threshold <= 1 else
+           "no confidence met the target precision on the calibration set, so every bin goes to a person")
+    print(f"{len(to_check)} of {len(decisions)} bins to check ({why}):")
     for d in to_check[: args.show]:
         print(f"  {d.bin_id}\t{d.decision}\texpected {d.expected_count}, predicted {d.predicted_count} "
               f"({d.confidence:.2f})\t{d.sku_names[:60]}")
@@ -262,6 +277,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--calibration", help="validation predictions (with true_count) to choose the threshold on")
     p.add_argument("--target-precision", type=float, default=0.95,
                    help="accuracy the auto-verified counts must reach on the calibration set")
+    p.add_argument("--z", type=float, default=1.645,
+                   help="its Wilson lower bound at this z must reach the target (0: the plain proportion)")
     p.add_argument("--out", default="decisions.csv")
     p.add_argument("--summary", help="also write the summary JSON here")
     p.add_argument("--show", type=int, default=20, help="bins to list on screen")

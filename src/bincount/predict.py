@@ -19,8 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-import torch
-
 from bincount.data.records import IMAGE_DIR, IMAGE_SUFFIXES, METADATA_DIR, read_abid
 from bincount.errors import BincountError
 from bincount.progress import progress
@@ -122,9 +120,9 @@ def predict_images(predictor: Predictor, images: list[Path], truth: dict[str, in
     results: list[Prediction] = []
     skipped: dict[str, str] = {}
 
-    def load(path: Path):
+    def decode(path: Path):  # in a thread pool: PIL releases the GIL; torch work stays in this thread
         try:
-            return predictor.load(path)
+            return predictor.decode(path)
         except Exception as e:  # corrupt, truncated or not an image: skip and report, never guess
             skipped[str(path)] = f"unreadable image ({type(e).__name__})"
             return None
@@ -132,10 +130,10 @@ def predict_images(predictor: Predictor, images: list[Path], truth: dict[str, in
     batches = [images[i:i + batch_size] for i in range(0, len(images), batch_size)]
     with ThreadPoolExecutor(workers) as pool:
         for batch in progress(batches, total=len(batches), description=f"predicting {len(images)} images"):
-            loaded = [(p, t) for p, t in zip(batch, pool.map(load, batch)) if t is not None]
+            loaded = [(p, im) for p, im in zip(batch, pool.map(decode, batch)) if im is not None]
             if not loaded:
                 continue
-            probs = predictor.predict(torch.stack([t for _, t in loaded]))
+            probs = predictor.predict([im for _, im in loaded])
             for (path, _), count, p in zip(loaded, predictor.counts(probs), probs):
                 results.append(Prediction(path.stem, str(path), count, float(p.max()),
                                           {c: float(q) for c, q in zip(predictor.classes, p)}, truth.get(path.stem)))

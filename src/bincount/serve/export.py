@@ -114,9 +114,7 @@ def write_model_tar(folder: Path, tar_path: Path) -> Path:
                 tar.add(folder / name, arcname=name)
         _add_bytes(tar, f"code/{ENTRY_POINT}", ENTRY_SOURCE.encode())
         _add_bytes(tar, "code/requirements.txt", "\n".join(requirements).encode() + b"\n")
-        for src in sorted(package.rglob("*")):
-            if src.is_file() and "__pycache__" not in src.parts:
-                tar.add(src, arcname=f"code/bincount/{src.relative_to(package)}")
+        tar.add(package, arcname="code/bincount", filter=lambda i: None if "__pycache__" in i.name else i)
     return tar_path
 
 
