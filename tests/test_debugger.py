@@ -134,16 +134,22 @@ def smdebug_hook_config(tmp_path: Path) -> Path:
 
 @pytest.mark.skipif(not (SMDEBUG_PYTHON.parent.parent / ".complete").is_file(),
                     reason="no .venv-smdebug: run `bash scripts/setup_smdebug.sh` (scripts/test.sh does)")
-def test_smdebug_hook_saves_a_trial_that_matches_the_local_records(slice40, tmp_path):
+def test_smdebug_hook_saves_a_trial_that_matches_the_local_records(slice40, tmp_path, aws):
     config = smdebug_hook_config(tmp_path)
     run = tmp_path / "run"
-    env = {**os.environ, "PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": "python", "BINCOUNT_NO_PROGRESS": "1"}
+    import boto3
+
+    boto3.client("s3", endpoint_url=aws).create_bucket(Bucket="bincount-test")
+    env = {**os.environ, "PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": "python", "BINCOUNT_NO_PROGRESS": "1",
+           "AWS_ENDPOINT_URL": aws}
     out = subprocess.run([str(SMDEBUG_PYTHON), str(PROJECT_ROOT / "tests" / "helpers" / "smdebug_trial.py"),
-                          str(config), str(run), str(slice40)], capture_output=True, text=True, env=env, timeout=400)
+                          str(config), str(run), str(slice40), "s3://bincount-test/output/job/debug-output"],
+                         capture_output=True, text=True, env=env, timeout=400)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     trial = json.loads(out.stdout.strip().splitlines()[-1])
     assert all(n > 0 for n in trial["collections"].values()), trial["collections"]
     assert trial["train_steps"] == [0, 2, 4] and trial["eval_steps"]  # save_interval 2, modes set
+    assert trial["unfinished_files"] == []  # the hook was closed and nothing wrote after it
     # smdebug and the in-process debugger watched the same run: same losses, same gradient and weights
     local = rows(run / "debugger" / "losses.jsonl")
     local_loss = {r["step"]: r["loss"] for r in local if r["mode"] == "train"}
@@ -155,3 +161,9 @@ def test_smdebug_hook_saves_a_trial_that_matches_the_local_records(slice40, tmp_
     for step, norm in trial["fc_weight_norm"].items():
         assert norm == pytest.approx(tensors["weights", "model.fc.weight", int(step)]["norm"], rel=1e-4)
     assert Path(trial["plot"]).stat().st_size > 10_000
+
+    # the same trial uploaded where a job leaves it, read back from S3 by the debug report
+    s3 = trial["s3"]
+    assert s3["source"].startswith("s3://") and s3["losses"]["train"] == len(trial["train_loss"])
+    assert s3["tensors"]["gradients"] == trial["collections"]["gradients"]
+    assert Path(s3["plot"]).stat().st_size > 10_000

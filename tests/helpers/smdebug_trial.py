@@ -3,7 +3,9 @@ with SageMaker Debugger's hook registered by bincount's callback from a SageMake
 then the trial read back with smdebug.trials.create_trial and plotted by `bincount debug-report`.
 Prints a JSON summary on its last line.
 
-usage: smdebug_trial.py HOOK_CONFIG RUN_DIR DATA_ROOT
+usage: smdebug_trial.py HOOK_CONFIG RUN_DIR DATA_ROOT [S3_URI]
+With S3_URI (and AWS_ENDPOINT_URL on a loopback server) the trial is also uploaded there, where a job
+leaves it, and bincount's debug report reads it from S3.
 """
 
 import json
@@ -12,6 +14,7 @@ import sys
 from pathlib import Path
 
 config, run_dir, data_root = sys.argv[1:4]
+s3_uri = sys.argv[4] if len(sys.argv) > 4 else None
 os.environ["SMDEBUG_CONFIG_FILE_PATH"] = config  # where SageMaker would have written it
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -43,7 +46,20 @@ summary = {
     "fc_weight_norm": {s: float((trial.tensor(fc_weight).value(s, mode=modes.TRAIN) ** 2).sum() ** 0.5)
                        for s in trial.tensor(fc_weight).steps(mode=modes.TRAIN)},
 }
+tensors = Path(json.loads(Path(config).read_text())["LocalPath"])
+summary["unfinished_files"] = sorted(str(f.relative_to(tensors)) for f in tensors.rglob("*.tmp"))
 png = Path(run_dir) / "smdebug_report.png"
-assert bincount(["debug-report", str(trial.path), "--out", str(png)]) == 0
+assert bincount(["debug-report", str(tensors), "--out", str(png)]) == 0
 summary["plot"] = str(png)
+if s3_uri:
+    import boto3
+
+    bucket, _, prefix = s3_uri.removeprefix("s3://").partition("/")
+    for f in tensors.rglob("*"):
+        if f.is_file():
+            boto3.client("s3").upload_file(str(f), bucket, f"{prefix}/{f.relative_to(tensors)}")
+    from bincount.reports.debug_report import load, plot_debug
+
+    data, _ = load(s3_uri)
+    summary["s3"] = {**data.summary(), "plot": str(plot_debug(data, Path(run_dir) / "smdebug_report_s3.png"))}
 print(json.dumps(summary))

@@ -73,6 +73,14 @@ class SMDebugHook(L.Callback):
         self._record_loss(outputs)
 
     def teardown(self, trainer, pl_module, stage: str) -> None:
-        if self.hook is not None and stage == "fit":
-            self.hook.close()
-            self.hook = None
+        if self.hook is None or stage != "fit":
+            return
+        # smdebug has no way to unregister: drop its module hooks, or the test that follows fit would
+        # go on writing steps after close() and leave unfinished (.tmp) files in the trial
+        for module in pl_module.modules():
+            for hooks in (module._forward_hooks, module._forward_pre_hooks, module._backward_hooks):
+                for key, fn in list(hooks.items()):
+                    if getattr(fn, "__self__", None) is self.hook:
+                        del hooks[key]
+        self.hook.close()
+        self.hook = None
