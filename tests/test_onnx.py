@@ -21,7 +21,7 @@ pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
 
 @pytest.fixture(scope="module")
 def real_images(dev224):
-    return [dev224 / "bin-images" / f"{i}.jpg" for i in ids_by_count(dev224, 8)]  # 40 images, counts 1-5
+    return [dev224 / "bin-images" / f"{i}.jpg" for i in ids_by_count(dev224, 4)]  # 20 images, counts 1-5
 
 
 def assert_parity(reference, candidate, images):
