@@ -193,6 +193,6 @@ def load_predictor(path: str | Path, backend: str = "torch", threads: int = 0) -
         return torch_predictor
     from bincount.serve.export import export_onnx
 
-    onnx_file = export_onnx(torch_predictor, Path(tempfile.mkdtemp(prefix="bincount-onnx-")) / ONNX_NAME)
-    log.info("exported %s to %s for ONNX Runtime", path, onnx_file)
-    return OnnxPredictor(hparams, onnx_file, threads)
+    log.info("exporting %s to ONNX for ONNX Runtime (`bincount export --onnx` saves this step)", path)
+    with tempfile.TemporaryDirectory(prefix="bincount-onnx-") as tmp:  # the session keeps the graph in memory
+        return OnnxPredictor(hparams, export_onnx(torch_predictor, Path(tmp) / ONNX_NAME), threads)
