@@ -1,5 +1,7 @@
-"""The `bincount` command. Each subcommand lives beside the code it drives and registers itself
-through a ``register(subparsers)`` function in one of the modules listed in COMMANDS."""
+"""bincount: data, serving and reports for counting items in warehouse bin photos.
+
+Each subcommand lives beside the code it drives, in a module with a ``register(subparsers)``
+function, listed in COMMANDS."""
 
 from __future__ import annotations
 
@@ -11,23 +13,25 @@ import sys
 
 from bincount.errors import explain
 
-# Modules that contribute subcommands (each defines register(subparsers)).
-COMMANDS = [
-    "bincount.cli",
-    "bincount.reports.cost_report",
-    "bincount.sweeps",
-    "bincount.data.download",
-    "bincount.data.eda",
-    "bincount.data.prepare",
-    "bincount.data.upload",
-    "bincount.predict",
-    "bincount.inventory",
-    "bincount.serve.server",
-    "bincount.serve.export",
-    "bincount.serve.deploy",
-    "bincount.serve.loadtest",
-    "bincount.reports.debug_report",
-]
+# Each subcommand and the module whose register(subparsers) defines it. Only the module of the
+# command being run is imported: most pull in torch and Lightning, which take seconds to load.
+COMMANDS = {
+    "scan": ("bincount.cli", "read an ABID-layout folder: usable images per count and what is skipped"),
+    "download": ("bincount.data.download", "fetch ABID images and metadata from S3 into an ABID-layout folder"),
+    "eda": ("bincount.data.eda", "report on a dataset folder: counts, image sizes, SKUs, weights, dimensions"),
+    "prepare": ("bincount.data.prepare", "resize an ABID folder once and write the train/valid/test split folders"),
+    "upload": ("bincount.data.upload", "sync a prepared dataset folder to s3://bucket/prefix (SageMaker channels)"),
+    "predict": ("bincount.predict", "count the items in images, folders or s3:// URIs; write CSV or JSON"),
+    "reconcile": ("bincount.inventory", "compare predicted counts with expected quantities: match, mismatch or needs-audit"),
+    "serve": ("bincount.serve.server", "serve a model over HTTP as a SageMaker container does (/ping, /invocations)"),
+    "loadtest": ("bincount.serve.loadtest", "a bounded load test of a local inference server: latency and throughput"),
+    "export": ("bincount.serve.export", "export a checkpoint for serving: safetensors + JSON, ONNX, SageMaker tarball"),
+    "deploy": ("bincount.serve.deploy", "create a SageMaker endpoint (real-time or serverless) for a model"),
+    "delete-endpoint": ("bincount.serve.deploy", "delete a SageMaker endpoint, its endpoint config and its models"),
+    "debug-report": ("bincount.reports.debug_report", "plot losses and per-layer weight/gradient statistics of a run or smdebug trial"),
+    "cost-report": ("bincount.reports.cost_report", "utilization, time per epoch and the cheapest fitting SageMaker instance of a run"),
+    "sweep-summary": ("bincount.sweeps", "(re)write the trial table and best overrides of a multirun folder"),
+}
 
 
 def counts(text: str) -> list[int]:
@@ -60,17 +64,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_scan)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The full parser of ``command``'s module, or (no or unknown command) a list of every command."""
     parser = argparse.ArgumentParser(prog="bincount", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name in COMMANDS:
-        importlib.import_module(name).register(sub)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    if command in COMMANDS:
+        importlib.import_module(COMMANDS[command][0]).register(sub)
+    else:
+        for name, (_, help_text) in COMMANDS.items():
+            sub.add_parser(name, help=help_text)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(command).parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except Exception as e:
