@@ -58,7 +58,7 @@ def test_an_oversized_cpu_job_gets_a_smaller_instance(cloudwatch, tmp_path, caps
     assert u["disk_percent"]["peak"] == pytest.approx(2.0)
     assert r["machine"]["instance_type"] == "ml.m5.4xlarge" and r["current"]["instance"] == "ml.m5.4xlarge"
     need = r["needs"]
-    assert not need["uses_gpu"]
+    assert not need["uses_gpu"] and not need["contended"]  # a training instance runs nothing else
     assert need["mem_used_gb"] == pytest.approx(0.21 * 64, abs=0.01)  # 21% of the instance's 64 GiB
     assert need["vcpus"] == 5  # p95 of about 3.1 busy cores, times 1.3 headroom, rounded up
     # 5 vCPU and 17.5 GiB: ml.c5.2xlarge (16 GiB) is short of memory, ml.m5.2xlarge fits at half the price

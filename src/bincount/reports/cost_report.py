@@ -65,6 +65,8 @@ def needs(rows: list[dict], summary: dict, machine: dict, rules: dict) -> dict:
     else:  # CloudWatch gives the machine only; a SageMaker instance runs nothing else
         cores = [r["cpu_percent"] * cpus / 100 for r in rows if r.get("cpu_percent") is not None]
     cores_used = _percentile(cores, float(rules.get("cpu_percentile", 95)))
+    own = any(r.get("proc_cpu_cores") is not None for r in rows)
+    machine_busy = _percentile([r["cpu_percent"] for r in rows if r.get("cpu_percent") is not None], 95)
     mem_key = "proc_rss_gb" if "proc_rss_gb" in summary else "mem_used_gb"
     mem_used = summary.get(mem_key, {}).get("peak", 0.0)
     gpu_busy = summary.get("gpu_percent", {}).get("mean", 0.0)
@@ -76,6 +78,8 @@ def needs(rows: list[dict], summary: dict, machine: dict, rules: dict) -> dict:
         "cores_used": round(cores_used, 2),
         "cpus_available": cpus,
         "cpu_bound": cores_used >= 0.9 * cpus,
+        # other processes kept the machine's CPUs busy while this run got less than all of them
+        "contended": own and machine_busy >= 90 and cores_used < 0.9 * cpus,
         "mem_used_gb": round(mem_used, 2),
         "uses_gpu": uses_gpu,
         "gpus": n_gpus if uses_gpu else 0,
@@ -204,6 +208,9 @@ def render_markdown(report: dict) -> str:
     lines.append(used)
     if need["cpu_bound"]:
         lines.append("The run was CPU-bound on this machine: more vCPUs would likely shorten it.")
+    if need["contended"]:
+        lines.append("Other processes kept this machine's CPUs busy (p95 ≥ 90%) while the run used fewer cores: it "
+                     "got less CPU than it could have used, so its time and its CPU need are understated.")
     lines.append("")
     if rec:
         flag = " (price disputed, see table notes)" if rec.get("checked") == "disputed" else ""
