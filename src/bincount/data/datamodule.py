@@ -131,7 +131,10 @@ class BinDataModule(L.LightningDataModule):
                                 f"data.limit_per_class={self.limit_per_class}); use more images or other ratios")
         return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
                           pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0,
-                          drop_last=False, collate_fn=keep_batch if self.packed else None)
+                          # training drops a last partial batch: static shapes for torch.compile, and
+                          # never a batch of one for BatchNorm
+                          drop_last=shuffle and len(ds) > self.batch_size,
+                          collate_fn=keep_batch if self.packed else None)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         """Packed batches reach the model's device as uint8: augment (when training) and normalise

@@ -105,8 +105,8 @@ class BatchTransform:
             x = color_jitter_(x, b, c, s, gray_weights)
         return x
 
-    def _transform(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-        mean, std, gray_weights = self._on(x.device)
+    def _transform(self, x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, gray_weights: torch.Tensor,
+                   out: torch.Tensor | None = None) -> torch.Tensor:
         x = self._resize(x.float())
         if self.augments:
             x = self._augment(x, gray_weights)
@@ -115,12 +115,15 @@ class BatchTransform:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype != torch.uint8 or x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"BatchTransform takes a uint8 N x 3 x H x W batch, got {x.dtype} {tuple(x.shape)}")
-        if x.device.type != "cpu" or len(x) <= self.cpu_chunk:
-            return self._transform(x)
+        constants = self._on(x.device)
+        if x.device.type != "cpu":
+            return self._transform(x, *constants)
+        if len(x) <= self.cpu_chunk:
+            return self._transform(x, *constants)
         out = torch.empty((len(x), 3, self.image_size, self.image_size))
         for start in range(0, len(x), self.cpu_chunk):
             stop = start + self.cpu_chunk
-            self._transform(x[start:stop], out[start:stop])
+            self._transform(x[start:stop], *constants, out=out[start:stop])
         return out
 
 

@@ -1,0 +1,67 @@
+"""Framework overhead: training steps/s of the LightningModule under the Trainer versus a plain
+PyTorch loop doing the same work (forward, loss, the same metric update, backward, optimizer step)
+with the same model, batch and data: batches already in memory, so only the frameworks differ."""
+
+from __future__ import annotations
+
+import copy
+import time
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+
+from benchmarks.common import Batches, Row, StepClock, interleaved, median
+from bincount.model.counter import CountingModel
+
+
+def lightning_steps(model: CountingModel, data: Batches, steps: int, warmup: int) -> float:
+    clock = StepClock(warmup)
+    trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=steps, limit_val_batches=0, num_sanity_val_steps=0,
+                        logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, callbacks=[clock])
+    trainer.fit(model, train_dataloaders=data)
+    return median(clock.step_seconds())
+
+
+def plain_steps(model: CountingModel, data: Batches, steps: int, warmup: int) -> float:
+    """What training_step and the Trainer do, written out by hand."""
+    optimizer = model.configure_optimizers()
+    optimizer = optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer
+    metrics = model.metrics["train_split"]
+    model.train()
+    starts, done = [], 0
+    while done < steps:
+        for x, y in data:
+            starts.append(time.perf_counter())
+            logits = model(x)
+            loss = F.cross_entropy(logits, y, label_smoothing=model.hparams.label_smoothing)
+            metrics.update(logits.argmax(1), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            done += 1
+            if done == steps:
+                break
+    starts.append(time.perf_counter())
+    metrics.reset()
+    starts = starts[warmup:]
+    return median([b - a for a, b in zip(starts, starts[1:])])
+
+
+def run(smoke: bool) -> list[Row]:
+    """The quickstart recipe's model and batch (ResNet-18, 96 px, 32 images, AdamW)."""
+    torch.manual_seed(0)
+    backbone, size, batch, steps, warmup, rounds = ("resnet10t", 32, 8, 6, 2, 1) if smoke else \
+        ("resnet18", 96, 32, 25, 5, 3)
+    optimizer = lambda params: torch.optim.AdamW(params, lr=2e-3, weight_decay=0.05)  # noqa: E731
+    model = CountingModel(backbone, image_size=size, label_smoothing=0.1, optimizer=optimizer)
+    # one epoch of distinct batches: no epoch boundary (metric compute) inside the measured steps
+    data = Batches([(torch.randn(batch, 3, size, size), torch.randint(0, 5, (batch,))) for _ in range(steps)])
+    times = interleaved({"plain": lambda: plain_steps(copy.deepcopy(model), data, steps, warmup),
+                         "lightning": lambda: lightning_steps(copy.deepcopy(model), data, steps, warmup)}, rounds)
+    plain, lightning = batch / median(times["plain"]), batch / median(times["lightning"])
+    details = {"backbone": backbone, "image_size": size, "batch_size": batch, "steps_per_round": steps,
+               "warmup_steps": warmup, "step_seconds": times}
+    return [Row("trainer overhead", "train images/s", "plain PyTorch loop", plain, "Lightning Trainer", lightning,
+                ["ratio >= 0.97"], details)]
