@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Sequence
 
 import lightning as L
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 
 from bincount.data.dataset import BinImageDataset
 from bincount.data.gpu_augment import eval_batch_transform, train_batch_transform
@@ -23,6 +23,17 @@ log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "split_manifest.csv"
 REPORT_NAME = "data_report.json"
+
+
+class UnpaddedDistributedSampler(DistributedSampler):
+    """Evaluation under DDP: every image on exactly one rank. Lightning's default sampler pads the
+    split to a multiple of the world size, so some images would be counted twice in test metrics."""
+
+    def __iter__(self):
+        return iter(range(self.rank, len(self.dataset), self.num_replicas))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, len(self.dataset), self.num_replicas))
 
 
 class BinDataModule(L.LightningDataModule):
@@ -129,7 +140,11 @@ class BinDataModule(L.LightningDataModule):
         if not len(ds):
             raise BincountError(f"data: the {split} split is empty (data.split={self.split}, "
                                 f"data.limit_per_class={self.limit_per_class}); use more images or other ratios")
-        return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
+        sampler = None
+        if not shuffle and self.trainer is not None and self.trainer.world_size > 1:
+            sampler = UnpaddedDistributedSampler(ds, self.trainer.world_size, self.trainer.global_rank, shuffle=False)
+        return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, sampler=sampler,
+                          num_workers=self.num_workers,
                           pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0,
                           # training drops a last partial batch: static shapes for torch.compile, and
                           # never a batch of one for BatchNorm
