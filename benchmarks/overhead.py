@@ -53,7 +53,7 @@ def run(smoke: bool) -> list[Row]:
     """The quickstart recipe's model and batch (ResNet-18, 96 px, 32 images, AdamW)."""
     torch.manual_seed(0)
     backbone, size, batch, steps, warmup, rounds = ("resnet10t", 32, 8, 6, 2, 1) if smoke else \
-        ("resnet18", 96, 32, 25, 5, 3)
+        ("resnet18", 96, 32, 25, 5, 4)
     optimizer = lambda params: torch.optim.AdamW(params, lr=2e-3, weight_decay=0.05)  # noqa: E731
     model = CountingModel(backbone, image_size=size, label_smoothing=0.1, optimizer=optimizer)
     # one epoch of distinct batches: no epoch boundary (metric compute) inside the measured steps
