@@ -3,6 +3,7 @@
     python -m benchmarks                 # everything (about 10 minutes on 2 CPU cores)
     python -m benchmarks --smoke         # tiny sizes: checks that each benchmark runs (CI)
     python -m benchmarks --only loader,inference --json out.json
+    python -m benchmarks quality         # counting quality of the recipes, several seeds (benchmarks/quality.py)
 
 Every figure is a ratio of two things measured side by side in the same run (calls alternate), so
 other load on a shared machine falls on both; the JSON keeps each round's raw values, the machine and
@@ -42,6 +43,11 @@ def _run_one(name: str, args: argparse.Namespace, cache: Path) -> list[Row | Ski
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["quality"]:
+        from benchmarks import quality
+
+        return quality.main(argv[1:])
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     p.add_argument("--smoke", action="store_true", help="tiny sizes, a few steps: check that everything runs")
     p.add_argument("--only", default=",".join(BENCHMARKS), help=f"comma-separated subset of {','.join(BENCHMARKS)}")

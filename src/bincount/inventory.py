@@ -10,6 +10,11 @@ Each bin gets one decision:
 The threshold is given, or chosen on validation predictions as the smallest confidence at which the
 model's counts are right at least ``target_precision`` of the time. Where true counts are known
 (predictions of an ABID folder), the summary measures how often the automatic decisions were right.
+
+With a record error rate (``--record-error-rate``, from past audits) the record is evidence too: a bin
+is auto-verified when the probability that its record is right, given the photo, reaches a threshold
+chosen on validation predictions (``record_probability``). A bin whose record is outside the counts the
+model can make is never auto-verified and never corrected: it goes to a person with that reason.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from bincount.errors import BincountError
 from bincount.predict import Prediction, read_predictions
 
 MATCH, MISMATCH, AUDIT = "match", "mismatch", "needs-audit"
+OUTSIDE = "record outside the model's counts"
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,9 @@ class Decision:
     confidence: float
     sku_names: str
     true_count: int | None = None
+    # P(the record is right | photo), when decided with a record error rate
+    record_probability: float | None = None
+    reason: str = ""
 
     @property
     def correct(self) -> bool | None:
@@ -170,9 +179,106 @@ def calibrate(predictions: list[Prediction], target_precision: float, z: float =
                             np.array([p.count == p.true_count for p in labelled]), target_precision, z)
 
 
+# -- the record as evidence ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class RecordModel:
+    """How records go wrong: a share ``error_rate`` of them is wrong, and a wrong record is off by 1 to
+    ``spread`` items, each way and each distance equally likely (a miscount), never below zero."""
+
+    error_rate: float
+    spread: int = 2
+
+    def __post_init__(self):
+        if not 0 < self.error_rate < 1:
+            raise BincountError(f"--record-error-rate must be between 0 and 1 (exclusive), got {self.error_rate}")
+        if self.spread < 1:
+            raise BincountError(f"--record-error-spread must be at least 1, got {self.spread}")
+
+    def wrong_records(self, true_count: int) -> list[int]:
+        """The records a bin of ``true_count`` items can carry when its record is wrong."""
+        return [true_count + d for d in range(-self.spread, self.spread + 1) if d and true_count + d >= 0]
+
+    def posterior(self, probabilities: dict[int, float], expected: int) -> dict[int, float]:
+        """P(true count | photo, record): the photo's calibrated probabilities weighed by how likely each
+        count is to carry this record (1 - error_rate when equal, else error_rate spread over the
+        wrong records it could have)."""
+        weights = {}
+        for c, p in probabilities.items():
+            if c == expected:
+                weights[c] = (1 - self.error_rate) * p
+            else:
+                wrong = self.wrong_records(c)
+                weights[c] = self.error_rate * p / len(wrong) if expected in wrong else 0.0
+        total = sum(weights.values())
+        return {c: w / total for c, w in weights.items()} if total > 0 else dict(probabilities)
+
+
+def record_probability(model: RecordModel, probabilities: dict[int, float], expected: int) -> float | None:
+    """P(the record is right | photo); None when the model cannot make the expected count."""
+    if expected not in probabilities:
+        return None
+    return model.posterior(probabilities, expected)[expected]
+
+
+def choose_record_threshold(model: RecordModel, predictions: list[Prediction], target_precision: float,
+                            z: float = 0.0) -> Threshold:
+    """The smallest P(record right) at which auto-verified records are right at least ``target_precision``
+    of the time on labelled validation predictions, each bin taken with every record it could carry: its
+    true count (weight 1 - error_rate) and each wrong record (error_rate shared among them). The Wilson
+    bound counts each bin once (weights sum to one per bin)."""
+    labelled = [p for p in predictions if p.true_count is not None and p.true_count in p.probabilities]
+    if not labelled:
+        raise BincountError("the calibration predictions have no true_count within the model's counts; predict a "
+                            "labelled validation set (e.g. `bincount predict CKPT DIR --split val`)")
+    scores, right, weight = [], [], []
+    for p in labelled:
+        cases = [(p.true_count, 1 - model.error_rate, True)]
+        wrong = [e for e in model.wrong_records(p.true_count) if e in p.probabilities]
+        cases += [(e, model.error_rate / len(model.wrong_records(p.true_count)), False) for e in wrong]
+        for e, w, ok in cases:
+            scores.append(record_probability(model, p.probabilities, e))
+            right.append(ok)
+            weight.append(w)
+    scores, right, weight = np.array(scores), np.array(right), np.array(weight)
+    order = np.argsort(-scores, kind="stable")
+    s, hits, kept = scores[order], np.cumsum((weight * right)[order]), np.cumsum(weight[order])
+    last = np.r_[s[1:] != s[:-1], True]
+    ok = np.flatnonzero(last & (wilson_lower(hits, kept, z) >= target_precision))
+    if not len(ok):
+        return Threshold(float(np.nextafter(1.0, 2.0)), target_precision, None, 0.0, len(labelled), z)
+    i = ok[-1]
+    return Threshold(float(s[i]), target_precision, round(float(hits[i] / kept[i]), 4),
+                     round(float(kept[i] / kept[-1]), 4), len(labelled), z)
+
+
 # -- decisions ----------------------------------------------------------------------------------
-def reconcile(predictions: list[Prediction], expected: dict[str, Expected], threshold: float
-              ) -> tuple[list[Decision], dict[str, list[str]]]:
+def decide(p: Prediction, exp: Expected, threshold: float, record_model: RecordModel | None = None) -> Decision:
+    """One bin's decision. Without a record model: the photo's confidence against the threshold. With one:
+    P(record right | photo) against the threshold; below it, ``mismatch`` names the most likely count
+    when that is not the record, else ``needs-audit``. A record the model cannot make goes to a person."""
+    names = "|".join(exp.skus)
+    if exp.count not in p.probabilities:
+        return Decision(p.id, AUDIT, exp.count, p.count, round(p.confidence, 6), names, p.true_count, None, OUTSIDE)
+    if record_model is None:
+        decision = AUDIT if p.confidence < threshold else MATCH if p.count == exp.count else MISMATCH
+        reason = {MATCH: "confident photo agrees", MISMATCH: "confident photo disagrees",
+                  AUDIT: "photo not confident"}[decision]
+        return Decision(p.id, decision, exp.count, p.count, round(p.confidence, 6), names, p.true_count, None, reason)
+    posterior = record_model.posterior(p.probabilities, exp.count)
+    right = posterior[exp.count]
+    likeliest = max(posterior, key=posterior.get)
+    if right >= threshold:
+        decision, reason, count = MATCH, "record likely right", exp.count
+    elif likeliest != exp.count:
+        decision, reason, count = MISMATCH, "photo points to another count", likeliest
+    else:
+        decision, reason, count = AUDIT, "record likeliest but not sure enough", likeliest
+    return Decision(p.id, decision, exp.count, count, round(p.confidence, 6), names, p.true_count,
+                    round(right, 6), reason)
+
+
+def reconcile(predictions: list[Prediction], expected: dict[str, Expected], threshold: float,
+              record_model: RecordModel | None = None) -> tuple[list[Decision], dict[str, list[str]]]:
     """One decision per bin that has both a prediction and an expected quantity; the other bins by reason."""
     decisions = []
     predicted_ids = {p.id for p in predictions}
@@ -180,11 +286,8 @@ def reconcile(predictions: list[Prediction], expected: dict[str, Expected], thre
                  "no photo": sorted(set(expected) - predicted_ids)}
     for p in sorted(predictions, key=lambda p: p.id):
         exp = expected.get(p.id)
-        if exp is None:
-            continue
-        decision = AUDIT if p.confidence < threshold else MATCH if p.count == exp.count else MISMATCH
-        decisions.append(Decision(p.id, decision, exp.count, p.count, round(p.confidence, 6),
-                                  "|".join(exp.skus), p.true_count))
+        if exp is not None:
+            decisions.append(decide(p, exp, threshold, record_model))
     return decisions, unmatched
 
 
@@ -202,6 +305,7 @@ def summarize(decisions: list[Decision], threshold: Threshold, unmatched: dict[s
         "to_check": counts[MISMATCH] + counts[AUDIT],
         MATCH: counts[MATCH], MISMATCH: counts[MISMATCH], AUDIT: counts[AUDIT],
         "threshold": asdict(threshold),
+        "reasons": dict(Counter(d.reason for d in decisions)),
         "unmatched": {k: len(v) for k, v in unmatched.items()},
     }
     labelled = [d for d in decisions if d.true_count is not None]
@@ -221,13 +325,15 @@ def summarize(decisions: list[Decision], threshold: Threshold, unmatched: dict[s
         "count_accuracy_all": _share(sum(d.predicted_count == d.true_count for d in labelled), len(labelled)),
         "wrong_records": len(wrong_records),
         "wrong_records_sent_to_a_person": sum(d.decision != MATCH for d in wrong_records),
+        "wrong_records_caught": _share(sum(d.decision != MATCH for d in wrong_records), len(wrong_records)),
     }
     return summary
 
 
 def write_decisions(decisions: list[Decision], out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
-    fields = ["bin_id", "decision", "expected_count", "predicted_count", "confidence", "sku_names", "true_count"]
+    fields = ["bin_id", "decision", "expected_count", "predicted_count", "confidence", "sku_names", "true_count",
+              "record_probability", "reason"]
     with out.open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields)
         w.writeheader()
@@ -239,14 +345,18 @@ def write_decisions(decisions: list[Decision], out: Path) -> Path:
 def _reconcile(args: argparse.Namespace) -> int:
     predictions = read_predictions(args.predictions)
     expected, unusable = read_expected(args.expected)
+    record_model = RecordModel(args.record_error_rate, args.record_error_spread) if args.record_error_rate else None
     if args.threshold is not None:
         threshold = Threshold(args.threshold, None, None, None)
+    elif args.calibration and record_model:
+        threshold = choose_record_threshold(record_model, read_predictions(args.calibration), args.target_precision,
+                                            args.z)
     elif args.calibration:
         threshold = calibrate(read_predictions(args.calibration), args.target_precision, args.z)
     else:
         raise BincountError("give --threshold T, or --calibration VAL_PREDICTIONS (with --target-precision) "
                             "to choose one on validation data")
-    decisions, unmatched = reconcile(predictions, expected, threshold.threshold)
+    decisions, unmatched = reconcile(predictions, expected, threshold.threshold, record_model)
     if unusable:
         unmatched["expected quantity not valid"] = sorted(unusable)
     out = write_decisions(decisions, Path(args.out))
@@ -260,7 +370,7 @@ def _reconcile(args: argparse.Namespace) -> int:
     print(f"{len(to_check)} of {len(decisions)} bins to check ({why}):")
     for d in to_check[: args.show]:
         print(f"  {d.bin_id}\t{d.decision}\texpected {d.expected_count}, predicted {d.predicted_count} "
-              f"({d.confidence:.2f})\t{d.sku_names[:60]}")
+              f"({d.confidence:.2f})\t{d.reason}\t{d.sku_names[:60]}")
     if len(to_check) > args.show:
         print(f"  ... and {len(to_check) - args.show} more in {out}")
     print(json.dumps(summary, indent=2), file=sys.stderr)
@@ -273,7 +383,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("predictions", help="predictions CSV/JSON written by `bincount predict`")
     p.add_argument("--expected", nargs="+", required=True,
                    help="CSV (bin_id,expected_count[,sku_names]), ABID metadata JSON files, or folders of them")
-    p.add_argument("--threshold", type=float, help="confidence below which a bin goes to a person")
+    p.add_argument("--threshold", type=float, help="confidence (or P(record right) with --record-error-rate) "
+                                                   "below which a bin goes to a person")
+    p.add_argument("--record-error-rate", type=float, default=None,
+                   help="share of records that are wrong (from past audits): decide on P(record right | photo)")
+    p.add_argument("--record-error-spread", type=int, default=2,
+                   help="a wrong record is off by 1 to this many items (with --record-error-rate)")
     p.add_argument("--calibration", help="validation predictions (with true_count) to choose the threshold on")
     p.add_argument("--target-precision", type=float, default=0.95,
                    help="accuracy the auto-verified counts must reach on the calibration set")

@@ -16,7 +16,7 @@ from bincount.data.datamodule import MANIFEST_NAME
 from bincount.data.split import read_manifest
 from bincount.errors import BincountError
 from bincount.model.counter import CountingModel
-from bincount.reports.plots import plot_confusion
+from bincount.reports.plots import plot_confusion, plot_reliability
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +34,42 @@ def _write_results(results: dict, out: Path, title: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / METRICS_NAME).write_text(json.dumps(results, indent=2))
     plot_confusion(results["test/confusion"], results["classes"], out / "confusion_matrix.png", title)
-    log.info("test: acc %.3f, rmse %.3f, mae %.3f (n=%d, majority-class rate %.3f) -> %s",
-             results["test/acc"], results["test/rmse"], results["test/mae"], results["test/images"],
-             results["test/majority_rate"], out / METRICS_NAME)
+    plot_reliability(results["test/reliability"], out / "reliability.png", f"{title}: calibration",
+                     results["test/ece"], results["test/ece_uncalibrated"])
+    log.info("test: acc %.3f, rmse %.3f, mae %.3f, ECE %.3f (%.3f before calibration) (n=%d, majority-class "
+             "rate %.3f) -> %s", results["test/acc"], results["test/rmse"], results["test/mae"], results["test/ece"],
+             results["test/ece_uncalibrated"], results["test/images"], results["test/majority_rate"],
+             out / METRICS_NAME)
+
+
+def calibrate(trainer: L.Trainer, model: CountingModel, datamodule: L.LightningDataModule, ckpt: str | None) -> dict:
+    """Fit the temperature on the validation split with the weights of ``ckpt`` (the best checkpoint),
+    and write it into that checkpoint, so eval, predict, export and serve all apply it."""
+    model.collecting = True
+    try:
+        trainer.validate(model, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
+    finally:
+        model.collecting = False
+    report = dict(model.calibration or {})
+    log.info("calibration: temperature %.3f fitted on %d validation images; val ECE %.3f -> %.3f",
+             model.temperature, sum(b["images"] for b in report.get("val/reliability", [])),
+             report.get("val/ece_uncalibrated", float("nan")), report.get("val/ece", float("nan")))
+    if ckpt and trainer.is_global_zero:
+        write_temperature(ckpt, model.temperature)
+    trainer.strategy.barrier()
+    return report
+
+
+def write_temperature(ckpt: str | Path, temperature: float) -> None:
+    """Set the calibration temperature in a checkpoint's hyper-parameters (atomically)."""
+    import torch
+
+    ckpt = Path(ckpt)
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    state["hyper_parameters"]["temperature"] = float(temperature)
+    tmp = ckpt.with_name(f".{ckpt.name}.tmp")
+    torch.save(state, tmp)
+    tmp.replace(ckpt)
 
 
 def train(cfg: DictConfig) -> float | None:
@@ -62,9 +95,11 @@ def train(cfg: DictConfig) -> float | None:
     best = ckpt_cb.best_model_path if ckpt_cb and ckpt_cb.best_model_path else None
     score = ckpt_cb.best_model_score if ckpt_cb else None
     results: dict = {}
+    calibration = calibrate(trainer, model, datamodule, best) if cfg.get("calibrate", True) else {}
     if cfg.get("test", True):
         trainer.test(model, datamodule=datamodule, ckpt_path=best)
         results = dict(model.test_results or {})
+    results.update({k: v for k, v in calibration.items() if k != "val/reliability"})
     if trainer.is_global_zero:
         results.update({
             "best_checkpoint": best,

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from bincount.data.dataset import BinImageDataset
 from bincount.data.gpu_augment import eval_batch_transform, train_batch_transform
-from bincount.data.packed import PackedDataset, is_packed, keep_batch, read_packed
+from bincount.data.packed import PackedDataset, RowsDataset, decode_in_memory, is_packed, keep_batch, read_packed
 from bincount.data.records import BinRecord, SkipReport, class_counts, read_abid
 from bincount.data.split import SPLITS, apply_manifest, split_records, write_manifest
 from bincount.data.transforms import eval_transform, train_transform
@@ -54,6 +54,7 @@ class BinDataModule(L.LightningDataModule):
         augment: dict | None = None,
         eval_crop_pct: float = 1.0,
         check_images: bool = True,
+        in_memory: bool = False,
         output_dir: str | None = None,
         download_to: str | None = None,
     ):
@@ -69,12 +70,14 @@ class BinDataModule(L.LightningDataModule):
         self.manifest, self.limit_per_class = manifest, limit_per_class
         self.image_size, self.batch_size, self.num_workers = image_size, batch_size, num_workers
         self.pin_memory, self.augment, self.eval_crop_pct = pin_memory, dict(augment or {}), eval_crop_pct
-        self.check_images, self.output_dir = check_images, output_dir
+        self.check_images, self.in_memory, self.output_dir = check_images, in_memory, output_dir
         self.download_to = download_to
         self.splits: dict[str, list[BinRecord]] = {}
         self.report: SkipReport | None = None
-        # a packed root (bincount.data.packed) yields uint8 batches, transformed on the model's device
+        # A packed root (bincount.data.packed) or in_memory=true (every image decoded once into RAM at
+        # image_size) yields whole uint8 batches, augmented and normalised on the model's device.
         self.packed = False
+        self.memory: tuple | None = None  # in memory: (images array, id -> row)
         self.batch_transforms = {"train": train_batch_transform(image_size, **self.augment),
                                  "eval": eval_batch_transform(image_size, eval_crop_pct)}
 
@@ -104,6 +107,14 @@ class BinDataModule(L.LightningDataModule):
         else:
             self.splits = split_records(records, self.split, self.ratios, self.seed, self.limit_per_class)
         self._write_outputs()
+        if self.in_memory and not self.packed:
+            used = [r for s in SPLITS for r in self.splits.get(s, [])]
+            self.memory = (decode_in_memory(used, self.image_size), {r.id: i for i, r in enumerate(used)})
+
+    @property
+    def batched(self) -> bool:
+        """Whether loaders deliver uint8 batches that on_after_batch_transfer turns into model input."""
+        return self.packed or self.memory is not None
 
     def _write_outputs(self) -> None:
         summary = self.data_summary()
@@ -126,9 +137,11 @@ class BinDataModule(L.LightningDataModule):
         }
 
     # -- loaders ----------------------------------------------------------------------------
-    def dataset(self, split: str) -> BinImageDataset | PackedDataset:
+    def dataset(self, split: str) -> BinImageDataset | RowsDataset:
         if self.packed:
             return PackedDataset(self.root, self.splits[split], self.classes)
+        if self.memory is not None:
+            return RowsDataset(*self.memory, self.splits[split], self.classes)
         if split == "train":
             transform = train_transform(self.image_size, **self.augment)
         else:
@@ -149,12 +162,12 @@ class BinDataModule(L.LightningDataModule):
                           # training drops a last partial batch: static shapes for torch.compile, and
                           # never a batch of one for BatchNorm
                           drop_last=shuffle and len(ds) > self.batch_size,
-                          collate_fn=keep_batch if self.packed else None)
+                          collate_fn=keep_batch if self.batched else None)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        """Packed batches reach the model's device as uint8: augment (when training) and normalise
-        them there, the whole batch at once."""
-        if not self.packed:
+        """Packed and in-memory batches reach the model's device as uint8: augment (when training) and
+        normalise them there, the whole batch at once."""
+        if not self.batched:
             return batch
         x, y = batch
         training = self.trainer is not None and self.trainer.training

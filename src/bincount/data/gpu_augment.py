@@ -2,7 +2,7 @@
 
 The packed loader delivers uint8 batches (a quarter of the bytes of float32 to copy to the GPU);
 this turns them into what the model eats, with the same label-preserving augmentation as
-``transforms.train_transform`` (rotation, flips, colour jitter; no crops) drawn independently for
+``transforms.train_transform`` (rotation, flips, transposes, zoom out, shifts, colour jitter; no crops) drawn independently for
 every image, in a few batched tensor operations instead of per-image PIL calls in loader workers.
 
 One difference from the per-image torchvision pipeline, kept on purpose: colour jitter applies
@@ -25,22 +25,36 @@ def _per_image(values: torch.Tensor) -> torch.Tensor:
     return values.view(-1, 1, 1, 1)
 
 
-def geometry(x: torch.Tensor, angle: torch.Tensor, flip_x: torch.Tensor, flip_y: torch.Tensor) -> torch.Tensor:
-    """Rotate each image by ``angle`` (radians) about its centre, then mirror it where ``flip_x`` /
-    ``flip_y`` are true: one nearest-neighbour resampling for all three (torchvision's default for
-    rotation), corners filled with black. An angle of 0 moves pixels exactly."""
+def geometry(x: torch.Tensor, angle: torch.Tensor, flip_x: torch.Tensor, flip_y: torch.Tensor,
+             transpose: torch.Tensor | None = None, zoom: torch.Tensor | None = None,
+             shift: torch.Tensor | None = None) -> torch.Tensor:
+    """Move each image's content in one nearest-neighbour resampling (torchvision's default for
+    rotation and affine), corners filled with black: ``transpose`` swaps its axes (with the two flips,
+    all eight symmetries of the square), then it is mirrored where ``flip_x`` / ``flip_y`` are true,
+    rotated by ``angle`` (radians) about its centre, scaled by ``zoom`` (< 1 shrinks it inside a black
+    border, so nothing leaves the frame) and moved by ``shift`` (N x 2, a share of the width and height).
+    Identity parameters move pixels exactly."""
     n, _, h, w = x.shape
     sx = 1.0 - 2.0 * flip_x.to(x.dtype)
     sy = 1.0 - 2.0 * flip_y.to(x.dtype)
     cos, sin = angle.cos().to(x.dtype), angle.sin().to(x.dtype)
-    # Output -> input pixel centres in grid_sample's [-1, 1] coordinates: R @ diag(sx, sy). Built by
-    # broadcasting: affine_grid's batched matmul with an inner size of 3 is several times slower on CPU.
+    if zoom is not None:  # output -> input coordinates: divide by the zoom
+        cos, sin = cos / zoom.to(x.dtype), sin / zoom.to(x.dtype)
+    # Output -> input pixel centres in grid_sample's [-1, 1] coordinates: R @ diag(sx, sy) / zoom, minus
+    # the shift, with x and y swapped for a transpose. Built by broadcasting: affine_grid's batched matmul with an inner
+    # size of 3 is several times slower on CPU.
     xs = ((torch.arange(w, device=x.device, dtype=x.dtype) * 2 + 1) / w - 1).view(1, 1, w)
     ys = ((torch.arange(h, device=x.device, dtype=x.dtype) * 2 + 1) / h - 1).view(1, h, 1)
     a, b = (cos * sx).view(-1, 1, 1), (-sin * sy).view(-1, 1, 1)
     c, d = (sin * sx).view(-1, 1, 1), (cos * sy).view(-1, 1, 1)
-    grid = torch.stack([a * xs + b * ys, c * xs + d * ys], -1)
-    return F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+    gx, gy = a * xs + b * ys, c * xs + d * ys
+    if shift is not None:
+        gx = gx - 2 * shift[:, 0].to(x.dtype).view(-1, 1, 1)
+        gy = gy - 2 * shift[:, 1].to(x.dtype).view(-1, 1, 1)
+    if transpose is not None:
+        t = transpose.view(-1, 1, 1)
+        gx, gy = torch.where(t, gy, gx), torch.where(t, gx, gy)
+    return F.grid_sample(x, torch.stack([gx, gy], -1), mode="nearest", padding_mode="zeros", align_corners=False)
 
 
 def color_jitter_(x: torch.Tensor, brightness: torch.Tensor, contrast: torch.Tensor, saturation: torch.Tensor,
@@ -65,15 +79,21 @@ class BatchTransform:
     memory traffic, so fewer passes and fresh allocations is what makes it fast."""
 
     def __init__(self, image_size: int, rotation: float = 0.0, hflip: float = 0.0, vflip: float = 0.0,
-                 color_jitter: float = 0.0, crop_pct: float = 1.0, cpu_chunk: int = 8):
+                 color_jitter: float = 0.0, transpose: float = 0.0, zoom_out: float = 0.0,
+                 crop_pct: float = 1.0, cpu_chunk: int = 8):
         self.image_size, self.crop_pct = int(image_size), float(crop_pct)
         self.rotation, self.hflip, self.vflip, self.jitter = float(rotation), float(hflip), float(vflip), float(color_jitter)
+        self.transpose, self.zoom_out = float(transpose), float(zoom_out)
         self.cpu_chunk = cpu_chunk  # on a CPU, a few images at a time stay in cache
         self._constants: dict[torch.device, tuple[torch.Tensor, ...]] = {}
 
     @property
     def augments(self) -> bool:
-        return bool(self.rotation or self.hflip or self.vflip or self.jitter)
+        return bool(self.moves or self.jitter)
+
+    @property
+    def moves(self) -> bool:
+        return bool(self.rotation or self.hflip or self.vflip or self.transpose or self.zoom_out)
 
     def _on(self, device: torch.device) -> tuple[torch.Tensor, ...]:
         """Mean, std (both x 255) and luma weights on ``device``, made once: no copy to it per batch."""
@@ -96,9 +116,13 @@ class BatchTransform:
     def _augment(self, x: torch.Tensor, gray_weights: torch.Tensor) -> torch.Tensor:
         n, dev = x.shape[0], x.device
         flip_x, flip_y = torch.rand(n, device=dev) < self.hflip, torch.rand(n, device=dev) < self.vflip
-        if self.rotation or self.hflip or self.vflip:
+        if self.moves:
             angle = (torch.rand(n, device=dev) * 2 - 1) * math.radians(self.rotation)
-            x = geometry(x, angle, flip_x, flip_y)
+            transpose = torch.rand(n, device=dev) < self.transpose
+            # shrunk by up to zoom_out and moved anywhere inside the frame: no item leaves the photo
+            zoom = 1 - torch.rand(n, device=dev) * self.zoom_out
+            shift = (torch.rand(n, 2, device=dev) * 2 - 1) * ((1 - zoom) / 2).unsqueeze(1)
+            x = geometry(x, angle, flip_x, flip_y, transpose, zoom, shift)
         if self.jitter:
             lo, hi = max(0.0, 1 - self.jitter), 1 + self.jitter
             b, c, s = (torch.empty(n, device=dev).uniform_(lo, hi) for _ in range(3))
@@ -128,9 +152,9 @@ class BatchTransform:
 
 
 def train_batch_transform(image_size: int, rotation: float = 15.0, hflip: float = 0.5, vflip: float = 0.5,
-                          color_jitter: float = 0.2) -> BatchTransform:
+                          color_jitter: float = 0.2, transpose: float = 0.0, zoom_out: float = 0.0) -> BatchTransform:
     """The batched twin of ``transforms.train_transform`` (same arguments, so ``data.augment`` fits both)."""
-    return BatchTransform(image_size, rotation, hflip, vflip, color_jitter)
+    return BatchTransform(image_size, rotation, hflip, vflip, color_jitter, transpose, zoom_out)
 
 
 def eval_batch_transform(image_size: int, crop_pct: float = 1.0) -> BatchTransform:

@@ -16,7 +16,7 @@ import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -44,6 +44,25 @@ def _decode(record: BinRecord, resize: v2.Resize) -> np.ndarray:
     return np.asarray(resize(load_rgb(record.image, resize.size[0])), dtype=np.uint8)
 
 
+def decoded_rows(records: Sequence[BinRecord], image_size: int, workers: int | None = None,
+                 chunk: int = 512) -> Iterator[np.ndarray]:
+    """Each record's image decoded and resized to ``image_size`` square, as uint8 H x W x 3, in order;
+    decoded in threads a chunk at a time, so memory stays bounded on a dataset of any size."""
+    resize = v2.Resize((image_size, image_size), antialias=True)
+    with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool:
+        for start in range(0, len(records), chunk):
+            yield from pool.map(lambda r: _decode(r, resize), records[start:start + chunk])
+
+
+def decode_in_memory(records: Sequence[BinRecord], image_size: int) -> np.ndarray:
+    """Every record's image as one N x S x S x 3 uint8 array in memory (the in-memory data path)."""
+    images = np.empty((len(records), image_size, image_size, 3), dtype=np.uint8)
+    rows = decoded_rows(records, image_size)
+    for i, row in enumerate(progress(rows, total=len(records), description=f"decoding {len(records)} images into memory")):
+        images[i] = row
+    return images
+
+
 def write_packed(records: Sequence[BinRecord], out: str | Path, image_size: int = 224,
                  report: SkipReport | None = None, source: str = "", workers: int | None = None) -> Path:
     """Decode and resize every record's image to ``image_size`` x ``image_size`` and write a packed
@@ -59,14 +78,10 @@ def write_packed(records: Sequence[BinRecord], out: str | Path, image_size: int 
     tmp_images = out / f".{IMAGES_NAME}.{os.getpid()}.tmp"
     images = np.lib.format.open_memmap(tmp_images, mode="w+", dtype=np.uint8,
                                        shape=(len(records), image_size, image_size, 3))
-    resize = v2.Resize((image_size, image_size), antialias=True)
-    chunk = 512  # decode a chunk at a time: memory stays bounded on a dataset of any size
     try:
-        with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool:
-            rows = (row for start in range(0, len(records), chunk)
-                    for row in pool.map(lambda r: _decode(r, resize), records[start:start + chunk]))
-            for i, row in enumerate(progress(rows, total=len(records), description=f"packing {len(records)} images")):
-                images[i] = row
+        rows = decoded_rows(records, image_size, workers)
+        for i, row in enumerate(progress(rows, total=len(records), description=f"packing {len(records)} images")):
+            images[i] = row
         images.flush()
         del images
         os.replace(tmp_images, out / IMAGES_NAME)
@@ -131,24 +146,50 @@ def keep_batch(batch):
     return batch
 
 
-class PackedDataset(Dataset):
-    """Rows of a packed folder for some records. Fetched a batch at a time (``__getitems__``, which
-    torch's DataLoader calls with the sampler's indices; use ``collate_fn=keep_batch``): returns a
-    uint8 ``N x 3 x S x S`` tensor in channels_last memory and the class indices."""
+class RowsDataset(Dataset):
+    """Rows of an ``N x S x S x 3`` uint8 array for some records. Fetched a batch at a time
+    (``__getitems__``, which torch's DataLoader calls with the sampler's indices; use
+    ``collate_fn=keep_batch``): returns a uint8 ``N x 3 x S x S`` tensor in channels_last memory and the
+    class indices. ``row_of`` maps a record's id to its row."""
+
+    def __init__(self, images: np.ndarray | None, row_of: dict[str, int], records: Sequence[BinRecord],
+                 classes: Sequence[int], source: str = "the image array"):
+        missing = [r.id for r in records if r.id not in row_of]
+        if missing:
+            raise BincountError(f"data: {len(missing)} id(s) are not in {source} "
+                                f"(e.g. {missing[0]}); repack it or use its own manifest")
+        label_of = {c: i for i, c in enumerate(classes)}
+        self.rows = np.array([row_of[r.id] for r in records], dtype=np.int64)
+        self.labels = np.array([label_of[r.count] for r in records], dtype=np.int64)
+        self._images = images
+
+    @property
+    def images(self) -> np.ndarray:
+        return self._images
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitems__(self, positions: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        positions = np.asarray(positions, dtype=np.int64)
+        positions = positions[np.argsort(self.rows[positions], kind="stable")]  # read the file forwards
+        x = torch.from_numpy(self.images[self.rows[positions]])  # N,H,W,C: a copy out of the array
+        return x.permute(0, 3, 1, 2), torch.from_numpy(self.labels[positions])
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        x, y = self.__getitems__([i])
+        return x[0], int(y[0])
+
+
+class PackedDataset(RowsDataset):
+    """Rows of a packed folder for some records; the file is memory-mapped lazily, in each loader worker."""
 
     def __init__(self, root: str | Path, records: Sequence[BinRecord], classes: Sequence[int]):
         index = read_index(root)
         row_of = {bin_id: i for i, bin_id in enumerate(index["ids"])}
-        missing = [r.id for r in records if r.id not in row_of]
-        if missing:
-            raise BincountError(f"data: {len(missing)} id(s) are not in the packed folder {root} "
-                                f"(e.g. {missing[0]}); repack it or use its own manifest")
-        label_of = {c: i for i, c in enumerate(classes)}
+        super().__init__(None, row_of, records, classes, source=f"the packed folder {root}")
         self.path = str(Path(root) / IMAGES_NAME)
         self.image_size = int(index["image_size"])
-        self.rows = np.array([row_of[r.id] for r in records], dtype=np.int64)
-        self.labels = np.array([label_of[r.count] for r in records], dtype=np.int64)
-        self._images: np.ndarray | None = None  # mapped lazily, in each loader worker
 
     @property
     def images(self) -> np.ndarray:
@@ -158,16 +199,3 @@ class PackedDataset(Dataset):
 
     def __getstate__(self):  # never pickle the mapping into loader workers
         return {**self.__dict__, "_images": None}
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitems__(self, positions: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        positions = np.asarray(positions, dtype=np.int64)
-        positions = positions[np.argsort(self.rows[positions], kind="stable")]  # read the file forwards
-        x = torch.from_numpy(self.images[self.rows[positions]])  # N,H,W,C: a copy out of the mapping
-        return x.permute(0, 3, 1, 2), torch.from_numpy(self.labels[positions])
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        x, y = self.__getitems__([i])
-        return x[0], int(y[0])

@@ -13,6 +13,8 @@ import torch.nn.functional as F
 
 from bincount.errors import BincountError
 from bincount.model.metrics import CountMetrics
+from bincount.model.views import (averaged_logits, check_tta, expected_calibration_error, fit_temperature,
+                                  reliability_bins)
 
 log = logging.getLogger(__name__)
 
@@ -74,11 +76,14 @@ class CountingModel(L.LightningModule):
         count_loss_weight: float = 0.0,
         channels_last: bool = False,
         compile: bool = False,
+        tta: str = "none",
+        temperature: float = 1.0,
         optimizer: Callable | None = None,
         scheduler: Callable | None = None,
     ):
         super().__init__()
         classes = [int(c) for c in classes]
+        check_tta(tta)
         # Only plain values go into the checkpoint, so it loads with weights_only=True.
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.classes = classes
@@ -92,6 +97,10 @@ class CountingModel(L.LightningModule):
         # ModuleDict keys may not shadow nn.Module attributes (``train``), hence the suffix.
         self.metrics = torch.nn.ModuleDict({f"{s}_split": CountMetrics(self.classes) for s in ("train", "val", "test")})
         self.test_results: dict | None = None
+        # (logits, labels) of evaluation batches, kept while calibrating and testing
+        self.collecting = False
+        self._collected: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.calibration: dict | None = None  # the last calibration pass's validation figures
 
     def setup(self, stage: str) -> None:
         # torch.compile for training only (evaluating a checkpoint should not pay the compile time);
@@ -104,12 +113,31 @@ class CountingModel(L.LightningModule):
             x = x.contiguous(memory_format=torch.channels_last)
         return self.model(x)
 
+    @property
+    def temperature(self) -> float:
+        return float(self.hparams.temperature)
+
+    def set_temperature(self, value: float) -> None:
+        """Kept in the hyper-parameters, so every checkpoint saved from now on (and every export) carries it."""
+        self.hparams.temperature = float(value)
+
+    def evaluation_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits as evaluated and served, before the temperature: averaged over the test-time views."""
+        return averaged_logits(self, x, self.hparams.tta)
+
+    def calibrated_logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.evaluation_logits(x) / self.temperature
+
     def predict_counts(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.as_tensor(self.classes, device=logits.device)[logits.argmax(1)]
 
     def _step(self, batch, stage: str) -> torch.Tensor:
         x, y = batch
-        logits = self(x)
+        # Validation while fitting sees one view (it only ranks checkpoints); testing and calibration
+        # see what is served: every test-time view.
+        logits = self.evaluation_logits(x) if stage == "test" or self.collecting else self(x)
+        if self.collecting:
+            self._collected.append((logits.detach().float(), y.detach()))
         loss = F.cross_entropy(logits, y, label_smoothing=self.hparams.label_smoothing if stage == "train" else 0.0)
         if self.hparams.count_loss_weight:
             # Counts are ordered: also penalise how far the expected count is from the truth, so
@@ -133,7 +161,32 @@ class CountingModel(L.LightningModule):
 
     def predict_step(self, batch, batch_idx):
         x = batch[0] if isinstance(batch, (list, tuple)) else batch
-        return self(x).softmax(1)
+        return self.calibrated_logits(x).softmax(1)
+
+    def _gather_collected(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every rank's collected logits and labels (ranks may hold different numbers of images)."""
+        logits = torch.cat([l for l, _ in self._collected]) if self._collected else torch.zeros(0, len(self.classes))
+        labels = torch.cat([y for _, y in self._collected]) if self._collected else torch.zeros(0, dtype=torch.long)
+        self._collected = []
+        if self.trainer is None or self.trainer.world_size == 1:
+            return logits.cpu(), labels.cpu()
+        sizes = self.all_gather(torch.tensor(len(labels), device=self.device)).view(-1)
+        top = int(sizes.max())
+        pad = top - len(labels)
+        logits = F.pad(logits.to(self.device), (0, 0, 0, pad))
+        labels = F.pad(labels.to(self.device), (0, pad))
+        all_logits, all_labels = self.all_gather(logits), self.all_gather(labels)  # world x top x ...
+        keep = [slice(0, int(n)) for n in sizes]
+        return (torch.cat([all_logits[r][k] for r, k in enumerate(keep)]).cpu(),
+                torch.cat([all_labels[r][k] for r, k in enumerate(keep)]).cpu())
+
+    def calibration_report(self, logits: torch.Tensor, labels: torch.Tensor, prefix: str) -> dict:
+        """ECE before and after the temperature, and the reliability diagram's bins after it."""
+        calibrated = (logits / self.temperature).softmax(1)
+        return {f"{prefix}/ece": expected_calibration_error(calibrated, labels),
+                f"{prefix}/ece_uncalibrated": expected_calibration_error(logits.softmax(1), labels),
+                f"{prefix}/temperature": self.temperature,
+                f"{prefix}/reliability": reliability_bins(calibrated, labels)}
 
     def _epoch_end(self, stage: str) -> dict:
         metrics = self.metrics[f"{stage}_split"]
@@ -150,9 +203,18 @@ class CountingModel(L.LightningModule):
 
     def on_validation_epoch_end(self):
         self._epoch_end("val")
+        if self.collecting:  # a calibration pass (training.calibrate): fit the temperature on every rank
+            logits, labels = self._gather_collected()
+            self.set_temperature(fit_temperature(logits, labels))
+            self.calibration = self.calibration_report(logits, labels, "val")
+
+    def on_test_epoch_start(self):
+        self.collecting = True
 
     def on_test_epoch_end(self):
         v = self._epoch_end("test")
+        self.collecting = False
+        logits, labels = self._gather_collected()
         confusion = v["confusion"].long()
         self.test_results = {
             "test/acc": v["acc"].item(),
@@ -163,6 +225,7 @@ class CountingModel(L.LightningModule):
             "test/confusion": confusion.tolist(),  # rows: true count, columns: predicted count
             "test/images": int(confusion.sum().item()),
             "test/majority_rate": (confusion.sum(1).max() / confusion.sum().clamp(min=1)).item(),
+            **self.calibration_report(logits, labels, "test"),
             "classes": self.classes,
         }
 

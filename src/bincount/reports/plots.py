@@ -51,3 +51,32 @@ def plot_confusion(confusion: Sequence[Sequence[int]], classes: Sequence[int], p
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return Path(path)
+
+
+def plot_reliability(bins: Sequence[dict], path: str | Path, title: str = "reliability",
+                     ece: float | None = None, ece_before: float | None = None) -> Path:
+    """Reliability diagram: per confidence bin, how often the top count was right against how sure the
+    model said it was (on the diagonal = calibrated), with the number of images per bin below."""
+    used = [b for b in bins if b["images"]]
+    fig, (ax, hist) = plt.subplots(2, 1, figsize=(5, 6), gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
+    ax.plot([0, 1], [0, 1], "--", color="grey", label="calibrated")
+    if used:
+        width = used[0]["high"] - used[0]["low"]
+        centres = [(b["low"] + b["high"]) / 2 for b in used]
+        ax.bar(centres, [b["accuracy"] for b in used], width=width * 0.9, alpha=0.7, label="share right")
+        ax.plot([b["confidence"] for b in used], [b["accuracy"] for b in used], "o", color="C1",
+                label="mean confidence")
+        hist.bar(centres, [b["images"] for b in used], width=width * 0.9, color="grey")
+    ax.set_ylabel("share of top counts that were right")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left")
+    figures = ", ".join(f"{k} {v:.3f}" for k, v in (("ECE", ece), ("before calibration", ece_before)) if v is not None)
+    ax.set_title(f"{title}" + (f"\n{figures}" if figures else ""))
+    hist.set_xlabel("confidence of the top count")
+    hist.set_ylabel("images")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)

@@ -25,6 +25,7 @@ from PIL import Image
 from bincount.data.dataset import load_rgb
 from bincount.data.transforms import eval_transform
 from bincount.errors import BincountError
+from bincount.model.views import averaged_logits, check_tta
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ WEIGHTS_NAME = "model.safetensors"
 ONNX_NAME = "model.onnx"
 BACKENDS = ("torch", "onnx")
 # What a served model needs to rebuild itself; the rest of a checkpoint's hyper-parameters is training.
-SERVED_HPARAMS = ("backbone", "classes", "image_size", "channels_last")
+SERVED_HPARAMS = ("backbone", "classes", "image_size", "channels_last", "tta", "temperature")
 
 
 class Predictor(ABC):
@@ -46,6 +47,9 @@ class Predictor(ABC):
         self.hparams = {k: hparams[k] for k in SERVED_HPARAMS if k in hparams}
         self.classes = [int(c) for c in hparams["classes"]]
         self.image_size = int(hparams["image_size"])
+        # test-time views and the calibration temperature, as evaluation applied them
+        self.tta = check_tta(hparams.get("tta", "none"))
+        self.temperature = float(hparams.get("temperature", 1.0))
         self.transform = eval_transform(self.image_size)
         self._lock = threading.Lock()
 
@@ -70,11 +74,12 @@ class Predictor(ABC):
         """Logits of a preprocessed batch, on this backend."""
 
     def logits(self, images) -> np.ndarray:
+        """Calibrated logits: averaged over the model's test-time views, divided by its temperature."""
         x = self.batch(images)
         if x.shape[0] == 0:
             return np.zeros((0, len(self.classes)), dtype=np.float32)
         with self._lock:
-            return self._logits(x)
+            return averaged_logits(self._logits, x, self.tta) / np.float32(self.temperature)
 
     def predict(self, images) -> np.ndarray:
         """Probabilities, shape (images, classes), for PIL images, preprocessed tensors or a batch tensor."""

@@ -1,0 +1,224 @@
+"""Counts a warehouse can trust: calibration (a temperature fitted on validation data, carried into every
+consumer), test-time views, the EMA of the weights, the in-memory data path, the record-aware reconcile
+decision, and every recipe running a real training step."""
+
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+
+from bincount.data.gpu_augment import eval_batch_transform, geometry
+from bincount.data.packed import RowsDataset
+from bincount.data.transforms import eval_transform
+from bincount.data.dataset import load_rgb
+from bincount.inventory import (AUDIT, MATCH, MISMATCH, OUTSIDE, Expected, RecordModel, choose_record_threshold,
+                                decide, reconcile, summarize)
+from bincount.model.views import TTA_VIEWS, averaged_logits, expected_calibration_error, fit_temperature, view
+from bincount.paths import PROJECT_ROOT
+from bincount.predict import Prediction
+from bincount.serve.predictor import load_predictor
+from bincount.training import train
+from conftest import CONF_DIR, TINY, compose_cfg
+
+EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+EMA = ["+callbacks.ema._target_=bincount.callbacks.EMA", "+callbacks.ema.decay=0.9"]
+
+
+@pytest.fixture(scope="module")
+def calibrated_run(small_abid, tmp_path_factory):
+    """A real short run on real images with the in-memory path, an EMA and dihedral test-time views."""
+    out = tmp_path_factory.mktemp("calibrated")
+    cfg = compose_cfg("train", TINY + [f"data.root={small_abid}", "trainer.max_epochs=3", "data.in_memory=true",
+                                       "model.tta=dihedral", "model.label_smoothing=0.0", *EMA], out)
+    train(cfg)
+    return out, json.loads((out / "metrics.json").read_text())
+
+
+def test_every_run_reports_calibration_and_stores_its_temperature(calibrated_run):
+    out, m = calibrated_run
+    for key in ("test/ece", "test/ece_uncalibrated", "val/ece", "val/ece_uncalibrated", "test/temperature"):
+        assert math.isfinite(m[key]), key
+    assert m["test/temperature"] == m["val/temperature"] > 0
+    assert sum(b["images"] for b in m["test/reliability"]) == m["test/images"]
+    assert (out / "reliability.png").stat().st_size > 5000
+    ckpt = torch.load(out / "checkpoints/best.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["hyper_parameters"]["temperature"] == pytest.approx(m["test/temperature"])
+    assert ckpt["hyper_parameters"]["tta"] == "dihedral"
+
+
+def test_predictors_apply_the_views_and_the_temperature(calibrated_run, small_abid):
+    out, m = calibrated_run
+    predictor = load_predictor(out / "checkpoints/best.ckpt")
+    assert predictor.temperature == pytest.approx(m["test/temperature"]) and predictor.tta == "dihedral"
+    images = sorted((small_abid / "bin-images").glob("*.jpg"))[:6]
+    x = torch.stack([predictor.load(p) for p in images])
+    with torch.inference_mode():
+        raw = [predictor.model(view(x, *v)) for v in TTA_VIEWS["dihedral"]]
+    want = F.softmax(torch.stack(raw).mean(0) / predictor.temperature, 1).numpy()
+    assert np.allclose(predictor.predict(x), want, atol=1e-5)
+    onnx = load_predictor(out / "checkpoints/best.ckpt", backend="onnx")
+    assert np.allclose(onnx.predict(x), want, atol=1e-4)
+
+
+def test_the_temperature_undoes_overconfidence_on_real_logits(calibrated_run, small_abid):
+    """Real validation logits made three times too sharp: the fit finds the factor, ECE falls."""
+    out, _ = calibrated_run
+    predictor = load_predictor(out / "checkpoints/best.ckpt")
+    images = sorted((small_abid / "bin-images").glob("*.jpg"))
+    counts = {p.stem: json.loads((small_abid / "metadata" / f"{p.stem}.json").read_text())["EXPECTED_QUANTITY"]
+              for p in images}
+    logits = torch.from_numpy(predictor.logits([predictor.decode(p) for p in images]) * predictor.temperature)
+    labels = torch.tensor([predictor.classes.index(counts[p.stem]) for p in images])
+    base = fit_temperature(logits, labels)
+    sharp = fit_temperature(logits * 3, labels)
+    assert sharp == pytest.approx(3 * base, rel=0.02)
+    before = expected_calibration_error((logits * 3).softmax(1), labels)
+    after = expected_calibration_error((logits * 3 / sharp).softmax(1), labels)
+    assert after < before
+
+
+def test_ema_weights_are_validated_checkpointed_and_tested(small_abid, tmp_path):
+    """Lightning's EMA callback would restore the raw weights when test() loads the best checkpoint."""
+    cfg = compose_cfg("train", TINY + [f"data.root={small_abid}", "trainer.max_epochs=2", "calibrate=false",
+                                       "test=false", *EMA], tmp_path)
+    dm, model = instantiate(cfg.data), instantiate(cfg.model)
+    callbacks = [instantiate(c) for name, c in cfg.callbacks.items() if c and "_target_" in c and name != "lr_monitor"]
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=False)
+    trainer.fit(model, datamodule=dm)
+    best = trainer.checkpoint_callback.best_model_path
+    ckpt = torch.load(best, map_location="cpu", weights_only=True)
+    averaged, raw = ckpt["state_dict"], ckpt["current_model_state"]
+    assert any(not torch.equal(averaged[k], raw[k]) for k in averaged if k.startswith("model."))
+    trainer.test(model, datamodule=dm, ckpt_path=best, verbose=False)
+    state = model.state_dict()
+    assert all(torch.equal(state[k], averaged[k]) for k in averaged if k.startswith("model."))
+
+
+def test_in_memory_rows_are_the_jpeg_paths_images(small_abid, tmp_path):
+    dm = instantiate(compose_cfg("train", TINY + [f"data.root={small_abid}", "data.in_memory=true"],
+                                 tmp_path).data)
+    dm.setup("fit")
+    ds = dm.dataset("test")
+    assert isinstance(ds, RowsDataset) and len(ds) == 20
+    x, y = ds.__getitems__(list(range(len(ds))))
+    got = eval_batch_transform(dm.image_size)(x)
+    by_row = {row: rec for rec, row in zip(dm.splits["test"], ds.rows)}
+    order = np.sort(ds.rows)
+    want = torch.stack([eval_transform(dm.image_size)(load_rgb(by_row[r].image, dm.image_size)) for r in order])
+    assert torch.allclose(got, want, atol=1e-5)
+    assert sorted(y.tolist()) == sorted(dm.classes.index(r.count) for r in dm.splits["test"])
+
+
+def test_symmetries_transpose_and_zoom_out_keep_every_pixel_inside():
+    x = torch.rand(3, 3, 16, 16) + 0.1  # no black pixel in the input
+    n, no, zero = 3, torch.zeros(3, dtype=torch.bool), torch.zeros(3)
+    assert torch.equal(geometry(x, zero, no, no, torch.ones(n, dtype=torch.bool)), x.transpose(2, 3))
+    for v in TTA_VIEWS["dihedral"]:  # every symmetry is a permutation of the pixels
+        assert torch.equal(view(x, *v).flatten(1).sort(1).values, x.flatten(1).sort(1).values)
+    zoom = torch.full((n,), 0.5)
+    shift = torch.tensor([[0.25, 0.25], [-0.25, 0.0], [0.0, -0.25]])  # as far as the black frame allows
+    small = geometry(x, zero, no, no, None, zoom, shift)
+    assert torch.equal((small > 0).sum((1, 2, 3)), torch.full((n,), 3 * 8 * 8))  # whole image, a quarter the area
+
+
+def test_averaged_logits_average_every_view():
+    forward = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.LazyLinear(5))
+    x = torch.rand(2, 3, 8, 8)
+    forward(x)
+    want = sum(forward(view(x, *v)) for v in TTA_VIEWS["flips"]) / 4
+    assert torch.allclose(averaged_logits(forward, x, "flips"), want)
+    assert torch.equal(averaged_logits(forward, x, "none"), forward(x))
+
+
+# -- the record as evidence ---------------------------------------------------------------------------
+def _prediction(bin_id, probs, true=None):
+    count = max(probs, key=probs.get)
+    return Prediction(bin_id, f"{bin_id}.jpg", count, probs[count], probs, true)
+
+
+def test_a_confident_contradicting_photo_is_flagged_and_a_matching_record_is_verified():
+    model = RecordModel(0.2)
+    photo = _prediction("a", {1: 0.01, 2: 0.02, 3: 0.05, 4: 0.85, 5: 0.07})
+    flagged = decide(photo, Expected(2), 0.95, model)
+    assert flagged.decision == MISMATCH and flagged.predicted_count == 4 and flagged.record_probability < 0.2
+    agrees = decide(_prediction("b", {1: 0.02, 2: 0.08, 3: 0.7, 4: 0.15, 5: 0.05}), Expected(3), 0.95, model)
+    assert agrees.decision == MATCH and agrees.record_probability > 0.95
+    # the record is the likeliest count, but the photo leaves too much doubt: a person looks
+    unsure = decide(_prediction("c", {1: 0.05, 2: 0.3, 3: 0.35, 4: 0.25, 5: 0.05}), Expected(3), 0.95, model)
+    assert unsure.decision == AUDIT and unsure.predicted_count == 3
+
+
+def test_a_record_the_model_cannot_make_goes_to_a_person_uncorrected():
+    photo = _prediction("a", {1: 0.05, 2: 0.05, 3: 0.1, 4: 0.3, 5: 0.5})
+    for record in (12, 0):
+        for model in (None, RecordModel(0.2)):
+            d = decide(photo, Expected(record), 0.5, model)
+            assert d.decision == AUDIT and d.reason == OUTSIDE and d.record_probability is None
+
+
+def _calibrated_set(n, rng, classes=(1, 2, 3, 4, 5)):
+    """Predictions of a model calibrated by construction: each true count is drawn from its photo's
+    probabilities (which lean towards one count, as a real model's do)."""
+    out = []
+    for i in range(n):
+        centre = rng.integers(len(classes))
+        alpha = np.full(len(classes), 0.6)
+        alpha[centre] = 3.0
+        p = rng.dirichlet(alpha)
+        true = classes[rng.choice(len(classes), p=p)]
+        out.append(_prediction(str(i), {c: float(q) for c, q in zip(classes, p)}, true))
+    return out
+
+
+def test_auto_verified_records_hold_the_target_precision_on_corrupted_records():
+    from benchmarks.quality import corrupt
+
+    rng = np.random.default_rng(0)
+    model = RecordModel(0.2)
+    val, test = _calibrated_set(3000, rng), _calibrated_set(3000, rng)
+    threshold = choose_record_threshold(model, val, 0.95, z=1.645)
+    assert 0 < threshold.threshold < 1 and threshold.precision >= 0.95
+    records = corrupt([p.true_count for p in test], 0.2, 2, seed=1)
+    assert 0.17 < np.mean([r != p.true_count for r, p in zip(records, test)]) < 0.23
+    decisions, _ = reconcile(test, {p.id: Expected(r) for p, r in zip(test, records)}, threshold.threshold, model)
+    s = summarize(decisions, threshold, {})
+    assert s["labelled"]["match_accuracy"] >= 0.94  # the target, up to the test set's own sampling error
+    assert s["auto_verified"] > 300 and s["labelled"]["wrong_records_caught"] >= 0.9
+    assert sum(s["reasons"].values()) == len(decisions) == 3000
+
+
+# -- every recipe ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_recipe_runs_a_real_training_step(experiment, small_abid, tmp_path):
+    """Each recipe as configured (its model, data path, callbacks), shrunk to a few images and one step."""
+    cfg = compose_cfg("train", [f"experiment={experiment}", f"data.root={small_abid}", "model.pretrained=false",
+                                "data.image_size=32", "data.batch_size=8", "data.num_workers=0",
+                                "trainer.accelerator=cpu", "trainer.devices=1", "trainer.precision=32-true",
+                                "model.compile=false", "+trainer.fast_dev_run=1", "callbacks.rich_progress_bar=null",
+                                "logger=none"], tmp_path)
+    train(cfg)
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["test/images"] == 8 and math.isfinite(m["test/ece"])
+
+
+def test_quality_benchmark_runs_in_smoke_mode(abid, tmp_path):
+    out = tmp_path / "quality.json"
+    proc = subprocess.run([sys.executable, "-m", "benchmarks", "quality", "--smoke", "--seeds", "1,2", "--runs",
+                           str(tmp_path / "runs"), "--json", str(out), "--data", str(abid / "dev-224")],
+                          cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    runs = result["recipes"]["quickstart"]["runs"]
+    assert [r["seed"] for r in runs] == [1, 2] and result["machine"]["cores"] >= 1
+    summary = result["recipes"]["quickstart"]["summary"]
+    accs = [r["metrics"]["test/acc"] for r in runs]
+    assert summary["test/acc"]["mean"] == pytest.approx(np.mean(accs), abs=1e-4)
+    for rule in ("record_aware", "photo_only"):
+        assert 0 <= runs[0]["reconcile"][rule]["auto_verified_share"] <= 1
+    assert "| quickstart | 1,2 |" in proc.stdout
