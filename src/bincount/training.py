@@ -51,8 +51,10 @@ def calibrate(trainer: L.Trainer, model: CountingModel, datamodule: L.LightningD
     finally:
         model.collecting = False
     report = dict(model.calibration or {})
-    log.info("calibration: temperature %.3f fitted on %d validation images; val ECE %.3f -> %.3f",
-             model.temperature, sum(b["images"] for b in report.get("val/reliability", [])),
+    log.info("calibration: temperature %.3f fitted on %d validation images, %s; val ECE %.3f -> %.3f",
+             report.get("val/temperature_fitted", float("nan")),
+             sum(b["images"] for b in report.get("val/reliability", [])),
+             "kept" if model.temperature != 1.0 else "not kept (it did not lower the validation ECE)",
              report.get("val/ece_uncalibrated", float("nan")), report.get("val/ece", float("nan")))
     if ckpt and trainer.is_global_zero:
         write_temperature(ckpt, model.temperature)

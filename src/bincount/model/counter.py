@@ -205,8 +205,14 @@ class CountingModel(L.LightningModule):
         self._epoch_end("val")
         if self.collecting:  # a calibration pass (training.calibrate): fit the temperature on every rank
             logits, labels = self._gather_collected()
-            self.set_temperature(fit_temperature(logits, labels))
-            self.calibration = self.calibration_report(logits, labels, "val")
+            fitted = fit_temperature(logits, labels)
+            # The likelihood-optimal temperature can still spread confidences worse (an underfit model
+            # trained with label smoothing is sharpened, then overconfident): keep it only where it
+            # lowers the validation ECE, else leave the logits as they are.
+            before = expected_calibration_error(logits.softmax(1), labels)
+            after = expected_calibration_error((logits / fitted).softmax(1), labels)
+            self.set_temperature(fitted if after <= before else 1.0)
+            self.calibration = {**self.calibration_report(logits, labels, "val"), "val/temperature_fitted": fitted}
 
     def on_test_epoch_start(self):
         self.collecting = True
