@@ -1,4 +1,4 @@
-"""Lightning callbacks of our own: per-epoch history with learning-curve plots."""
+"""Per-epoch history of a run's metrics, with learning-curve plots."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 
 import lightning as L
 
+from bincount.layout import CURVES, HISTORY
 from bincount.reports.plots import plot_curves
 
 TRACKED = ("train/loss_epoch", "train/acc", "val/loss", "val/acc", "val/rmse", "val/mae")
@@ -44,5 +45,5 @@ class MetricsHistory(L.Callback):
         if not trainer.is_global_zero or not self.history:
             return
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        (self.output_dir / "history.json").write_text(json.dumps(self.history, indent=2))
-        plot_curves(self.history, self.output_dir / "curves.png")
+        (self.output_dir / HISTORY).write_text(json.dumps(self.history, indent=2))
+        plot_curves(self.history, self.output_dir / CURVES)
