@@ -1,17 +1,8 @@
-"""Train a bin counter: `python train.py experiment=resnet50 [launcher=sagemaker] [-m ...]`."""
+"""Train a bin counter: `python train.py experiment=resnet50 [launcher=sagemaker] [-m ...]`.
 
-import hydra
-from omegaconf import DictConfig
+The same Hydra app as `bincount train` (bincount.cli.train), on the configs in conf/."""
 
-from bincount.entry import user_errors_exit
-
-
-@hydra.main(version_base="1.3", config_path="conf", config_name="train")
-@user_errors_exit
-def main(cfg: DictConfig) -> float | None:
-    launcher = hydra.utils.instantiate(cfg.launcher)
-    return launcher.launch(cfg)
-
+from bincount.cli.train import main
 
 if __name__ == "__main__":
     main()

@@ -1,5 +1,6 @@
-"""Shared fixtures: the real ABID development data, small ABID-layout folders built from it, and
-Hydra configs composed exactly as train.py / eval.py compose them."""
+"""Shared fixtures: the real ABID development data, small ABID-layout folders built from it, a synthetic
+ABID folder for tests that need no real images, and Hydra configs composed exactly as train.py / eval.py
+compose them."""
 
 from __future__ import annotations
 
@@ -9,15 +10,16 @@ import shutil
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
+from helpers.synthetic_abid import make_synthetic_abid
+from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
-import bincount.config  # noqa: F401  (resolvers)
+from bincount.config import CONFIG_PACKAGE, config_file
 from bincount.paths import PROJECT_ROOT, shared_abid
 
-CONF_DIR = PROJECT_ROOT / "conf"
+CONF_DIR = config_file()  # the configs as the apps load them (bincount.conf: the checkout's conf/)
 os.environ.setdefault("BINCOUNT_NO_PROGRESS", "1")
 
 
@@ -57,6 +59,12 @@ def make_abid_slice(src: Path, dst: Path, ids: list[str]) -> Path:
 
 
 @pytest.fixture(scope="session")
+def synthetic_abid(tmp_path_factory) -> Path:
+    """12 synthetic bins per count 1-5 (tests/helpers/synthetic_abid.py): no ../shared needed."""
+    return make_synthetic_abid(tmp_path_factory.mktemp("abid-synthetic"))
+
+
+@pytest.fixture(scope="session")
 def small_abid(dev224, tmp_path_factory) -> Path:
     """40 real images per count 1-5 from dev-224."""
     return make_abid_slice(dev224, tmp_path_factory.mktemp("abid-small"), ids_by_count(dev224, 40))
@@ -65,7 +73,7 @@ def small_abid(dev224, tmp_path_factory) -> Path:
 def compose_cfg(config_name: str, overrides: list[str], output_dir: Path):
     """Compose a config as the entry points do, with the run directory set to ``output_dir``."""
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    with initialize_config_module(CONFIG_PACKAGE, version_base="1.3"):
         cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
     with open_dict(cfg):
         cfg.hydra.runtime.output_dir = str(output_dir)
@@ -76,9 +84,8 @@ def compose_cfg(config_name: str, overrides: list[str], output_dir: Path):
     return cfg
 
 
-# A model small enough to train in seconds on a 2-core CPU.
-TINY = ["model.backbone=resnet10t", "data.image_size=32", "data.batch_size=32", "data.num_workers=0",
-        "trainer.accelerator=cpu", "trainer.devices=1", "callbacks.rich_progress_bar=null"]
+# A model small enough to train in seconds on a 2-core CPU: the debug preset users have too (conf/debug/tiny.yaml).
+TINY = ["debug=tiny"]
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,8 @@ import boto3
 import pytest
 
 from bincount.cli import main as cli
-from bincount.reports.cost_report import CLOUDWATCH_NAMESPACE, load_prices
+from bincount.aws.cloudwatch import CLOUDWATCH_NAMESPACE
+from bincount.reports.sizing import load_prices
 
 ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
 

@@ -21,10 +21,12 @@ from bincount.data.dataset import BinImageDataset
 from bincount.data.records import read_abid
 from bincount.data.transforms import eval_transform
 from bincount.model.counter import build_backbone
-from bincount.monitor.debugger import PoorWeightInitialization, VanishingGradient, tensor_stats
+from bincount.monitor.rules import (LossNotDecreasing, PoorWeightInitialization, VanishingGradient, build_rules,
+                                   tensor_stats)
 from bincount.paths import PROJECT_ROOT
 from bincount.training import train
 from conftest import TINY, compose_cfg, ids_by_count, make_abid_slice
+from helpers.synthetic_abid import make_synthetic_abid
 
 SMDEBUG_PYTHON = PROJECT_ROOT / ".venv-smdebug" / "bin" / "python"
 
@@ -72,16 +74,82 @@ def test_local_debugger_records_collections_and_writes_a_report(slice40, tmp_pat
     assert out.stat().st_size > 10_000
 
 
-def test_rules_fire_on_a_diverging_run(slice40, tmp_path, caplog):
-    """Adam at lr 1e4 wrecks the weights: gradients explode and the loss stops going down; the
-    debugger warns while training and says so in its report."""
-    caplog.set_level(logging.WARNING, logger="bincount.monitor.debugger")
-    d = run_tiny(slice40, tmp_path / "run", ["trainer.max_epochs=2", "model.optimizer.lr=1e4",
-                                             "callbacks.debugger.rules.loss_not_decreasing.num_steps=2"])
-    report = json.loads((d / "report.json").read_text())["rules"]
-    assert report["exploding_gradient"]["triggered"] and report["loss_not_decreasing"]["triggered"]
+@pytest.fixture(scope="module")
+def boxes(tmp_path_factory) -> Path:
+    """40 synthetic bins per count (coloured boxes, tests/helpers/synthetic_abid.py): 160 training images,
+    20 steps an epoch at batch 8, and a task a tiny network learns steadily."""
+    return make_synthetic_abid(tmp_path_factory.mktemp("boxes"), per_count=40)
+
+
+def fired(debugger_dir: Path) -> set[str]:
+    return {n for n, r in json.loads((debugger_dir / "report.json").read_text())["rules"].items() if r["triggered"]}
+
+
+def train_losses(debugger_dir: Path) -> list[float]:
+    return [r["loss"] for r in rows(debugger_dir / "losses.jsonl") if r["mode"] == "train"]
+
+
+def shipped_rules() -> dict:
+    """The rules and their settings as conf/callbacks/debugger.yaml ships them."""
+    from omegaconf import OmegaConf
+
+    from bincount.config import compose
+
+    return OmegaConf.to_container(compose("train").callbacks.debugger.rules)
+
+
+def test_the_quickstart_recipe_raises_no_false_alarm():
+    """A real quick-start run's records (tests/data/, 4 epochs on dev-224): the debugger shipped before
+    warned loss_not_decreasing at step 29 (a 0.3 % wiggle between two 10-step windows) and
+    vanishing_gradient at step 120 (2 of 62 layers: an idle residual branch). The shipped rules stay
+    silent on every step of it; the old way of judging both would still fire."""
+    records = json.loads((Path(__file__).parent / "data" / "quickstart_debugger_records.json").read_text())
+    rules = {r.name: r for r in build_rules(shipped_rules())}
+    losses = records["train_loss"]
+    assert not any(rules["loss_not_decreasing"].check_train_loss(i, losses[:i + 1]) for i in range(len(losses)))
+    for step, values in records["gradient_abs_mean"].items():
+        stats = {name: {"abs_mean": v} for name, v in zip(records["layers"], values)}
+        assert rules["vanishing_gradient"].check_tensors(int(step), "gradients", stats, {}) is None, step
+    # judged as before (two successive 10-step windows; any single layer), the same records fire
+    successive = LossNotDecreasing(num_steps=10, diff_percent=0.1, patience=1)
+    assert next(i for i in range(len(losses)) if successive.check_train_loss(i, losses[:i + 1])) == 29
+    any_layer = VanishingGradient(threshold=1e-7, min_share=0, patience=1, start_step=1)
+    stats = {n: {"abs_mean": v} for n, v in zip(records["layers"], records["gradient_abs_mean"]["120"])}
+    assert "2 of 62 layers" in any_layer.check_tensors(120, "gradients", stats, {})
+
+
+def test_a_healthy_run_warns_of_nothing(boxes, tmp_path, caplog):
+    """A short run that learns, with every rule on as shipped: no warning, nothing in the report."""
+    caplog.set_level(logging.WARNING, logger="bincount.callbacks.debugger")
+    d = run_tiny(boxes, tmp_path / "run", ["trainer.max_epochs=3", "data.batch_size=8",
+                                           "callbacks.debugger.save_interval=5"])
+    losses = train_losses(d)
+    assert len(losses) == 60 and sum(losses[-20:]) < 0.95 * sum(losses[:20])  # it learned
+    assert fired(d) == set() and "debugger:" not in caplog.text
+
+
+def test_rules_fire_on_a_diverging_run(boxes, tmp_path, caplog):
+    """Adam at lr 1e4 wrecks the weights: gradients explode; the debugger warns while training and says
+    so in its report."""
+    caplog.set_level(logging.WARNING, logger="bincount.callbacks.debugger")
+    d = run_tiny(boxes, tmp_path / "run", ["trainer.max_epochs=2", "data.batch_size=8", "model.optimizer.lr=1e4"])
+    assert "exploding_gradient" in fired(d) and "poor_weight_initialization" not in fired(d)
     assert "debugger: exploding_gradient at step" in caplog.text
-    assert not report["poor_weight_initialization"]["triggered"]
+
+
+def test_rules_fire_on_a_dead_network(boxes, tmp_path, caplog):
+    """Every weight zero (model.weights= a file of zeros): nothing reaches the head and no gradient flows
+    back through the network."""
+    from safetensors.torch import save_file
+
+    caplog.set_level(logging.WARNING, logger="bincount.callbacks.debugger")
+    zeros = tmp_path / "zeros.safetensors"
+    save_file({k: torch.zeros_like(v) for k, v in build_backbone("resnet10t", 5).state_dict().items()}, str(zeros))
+    d = run_tiny(boxes, tmp_path / "run", ["trainer.max_epochs=3", "data.batch_size=8", f"model.weights={zeros}",
+                                           "callbacks.debugger.save_interval=10"])
+    assert {"vanishing_gradient", "poor_weight_initialization"} <= fired(d)
+    assert "debugger: vanishing_gradient at step" in caplog.text
+    assert "debugger: poor_weight_initialization at step 0" in caplog.text
 
 
 def _real_batch(data: Path, n: int = 8):
@@ -92,6 +160,7 @@ def _real_batch(data: Path, n: int = 8):
 
 
 def test_initialization_and_vanishing_gradient_rules_on_real_tensors(slice40):
+    rules = {r.name: r for r in build_rules(shipped_rules())}
     torch.manual_seed(0)
     model = build_backbone("resnet10t", 5)
     x, y = _real_batch(slice40)
@@ -106,17 +175,19 @@ def test_initialization_and_vanishing_gradient_rules_on_real_tensors(slice40):
         F.cross_entropy(model(x), y).backward()
         return [(n, p.grad) for n, p in model.named_parameters() if p.grad is not None]
 
-    assert check(PoorWeightInitialization(), "weights", weights) is None
+    assert check(rules["poor_weight_initialization"], "weights", weights) is None
     # timm zero-initialises each residual block's last norm layer, so the first step's gradients are 0
     # for part of each block (why the rule starts at step 1); one SGD step later they all flow
     torch.optim.SGD(model.parameters(), lr=0.1).step() if grads() else None
-    assert check(VanishingGradient(), "gradients", grads()) is None
+    vanishing = rules["vanishing_gradient"]
+    assert [check(vanishing, "gradients", grads()) for _ in range(3)] == [None] * 3
     with torch.no_grad():  # every conv 1000x too small: the signal and its gradient die through the depth
         for n, p in weights:
             if p.ndim == 4:
                 p.mul_(1e-3)
-    assert "start far from a sound initialization" in check(PoorWeightInitialization(), "weights", weights)
-    assert "mean |gradient| <" in check(VanishingGradient(), "gradients", grads())
+    assert "start far from a sound initialization" in check(PoorWeightInitialization(10.0), "weights", weights)
+    first, second = (check(vanishing, "gradients", grads()) for _ in range(2))
+    assert first is None and "mean |gradient| <" in second  # patience: two records in a row
 
 
 def smdebug_hook_config(tmp_path: Path) -> Path:

@@ -27,7 +27,7 @@ from bincount.training import train
 from conftest import CONF_DIR, TINY, compose_cfg
 
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
-EMA = ["+callbacks.ema._target_=bincount.callbacks.EMA", "+callbacks.ema.decay=0.9"]
+EMA = ["+callbacks.ema._target_=bincount.callbacks.ema.EMA", "+callbacks.ema.decay=0.9"]
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,7 @@
-"""The SageMaker job's entry point, run for real: two processes on loopback with the container's
-environment (SM_HOSTS, SM_CURRENT_HOST, a data channel, model and output dirs in temp folders) train one
-model with multi-node DDP (gloo, CPU) on real ABID images, exactly as two ml.c5.xlarge hosts would."""
+"""The SageMaker job's entry point, run for real from the job's own source tarball (unpacked as SageMaker
+unpacks it into /opt/ml/code): two processes on loopback with the container's environment (SM_HOSTS,
+SM_CURRENT_HOST, a data channel, model and output dirs in temp folders) train one model with multi-node
+DDP (gloo, CPU) on real ABID images, exactly as two ml.c5.xlarge hosts would."""
 
 from __future__ import annotations
 
@@ -10,15 +11,16 @@ import shutil
 import socket
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
+from bincount.aws.sagemaker_job import ENTRY_POINT, pack_source
 from bincount.launch.sagemaker import job_hyperparameters
 from bincount.launch.sagemaker_entry import Node, overrides_from_args
-from bincount.paths import PROJECT_ROOT
 from conftest import TINY, ids_by_count, make_abid_slice
 
 HOSTS = ["algo-1", "algo-2"]
@@ -74,12 +76,21 @@ def test_node_maps_the_container_onto_config(tmp_path):
     assert f"ckpt_path={tmp_path / 'algo-2' / 'checkpoints' / 'last.ckpt'}" in Node(env).overrides()
 
 
-def run_job(tmp: Path, hosts: list[str], channel: Path, overrides: list[str]) -> dict[str, str]:
+@pytest.fixture(scope="module")
+def source_dir(tmp_path_factory) -> Path:
+    """The job's source dir: the launcher's sourcedir.tar.gz unpacked, as SageMaker does into /opt/ml/code."""
+    tmp = tmp_path_factory.mktemp("code")
+    with tarfile.open(pack_source(tmp / "sourcedir.tar.gz")) as tar:
+        tar.extractall(tmp / "code", filter="data")
+    return tmp / "code"
+
+
+def run_job(tmp: Path, hosts: list[str], channel: Path, overrides: list[str], code: Path) -> dict[str, str]:
     """One process per host, as SageMaker starts them, with the toolkit's arguments; their output."""
     args = toolkit_args(job_hyperparameters(overrides))
     port = free_port()
-    procs = {host: subprocess.Popen([sys.executable, str(PROJECT_ROOT / "sagemaker_train.py"), *args],
-                                    env=host_env(tmp, host, channel, port, hosts), cwd=tmp,
+    procs = {host: subprocess.Popen([sys.executable, str(code / ENTRY_POINT), *args],
+                                    env=host_env(tmp, host, channel, port, hosts), cwd=code,
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for host in hosts}
     logs = {}
@@ -94,15 +105,17 @@ def run_job(tmp: Path, hosts: list[str], channel: Path, overrides: list[str]) ->
     return logs
 
 
-JOB = [o for o in TINY if not o.startswith("data.batch_size")] + [
-    f"data.batch_size={BATCH}", "logger=csv", "data.root=/somewhere/local"]
+JOB = TINY + [f"data.batch_size={BATCH}", "logger=csv", "data.root=/somewhere/local"]
 
 
 @pytest.fixture(scope="module")
-def ddp_job(dev224, tmp_path_factory):
+def ddp_job(dev224, source_dir, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("job")
     channel = make_abid_slice(dev224, tmp / "channel", ids_by_count(dev224, PER_COUNT))
-    return tmp, channel, run_job(tmp, HOSTS, channel, JOB + ["trainer.max_epochs=1"])
+    logs = run_job(tmp, HOSTS, channel, JOB + ["trainer.max_epochs=1"], source_dir)
+    for host in HOSTS:  # the job ran the unpacked tarball's bincount, not the checkout's
+        assert f"bincount from {source_dir / 'bincount'}" in logs[host], logs[host][-2000:]
+    return tmp, channel, logs
 
 
 def test_two_node_ddp_training_in_sagemaker_environment(ddp_job):
@@ -136,12 +149,12 @@ def test_two_node_ddp_training_in_sagemaker_environment(ddp_job):
     assert cfg["data"]["batch_size"] == BATCH
 
 
-def test_a_restarted_job_resumes_from_the_last_checkpoint(ddp_job, tmp_path):
+def test_a_restarted_job_resumes_from_the_last_checkpoint(ddp_job, source_dir, tmp_path):
     """After a spot interruption SageMaker restarts the job with /opt/ml/checkpoints restored from S3:
     training goes on after the epoch the checkpoint holds instead of starting over."""
     job, channel, _ = ddp_job
     shutil.copytree(job / "algo-1" / "checkpoints", tmp_path / "algo-1" / "checkpoints")
-    logs = run_job(tmp_path, ["algo-1"], channel, JOB + ["trainer.max_epochs=2"])
+    logs = run_job(tmp_path, ["algo-1"], channel, JOB + ["trainer.max_epochs=2"], source_dir)
     last = tmp_path / "algo-1" / "checkpoints" / "last.ckpt"
     assert f"ckpt_path={last}" in logs["algo-1"] and "Restoring states from the checkpoint" in logs["algo-1"]
     history = json.loads((tmp_path / "algo-1" / "model" / "history.json").read_text())

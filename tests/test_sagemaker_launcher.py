@@ -15,6 +15,7 @@ import tarfile
 import time
 import tomllib
 import urllib.request
+from pathlib import Path
 
 import boto3
 import botocore.session
@@ -22,13 +23,16 @@ import pytest
 from botocore.validate import ParamValidator
 from hydra.utils import instantiate
 
-from bincount.launch.sagemaker import REQUIREMENTS, job_hyperparameters
+import bincount.launch
+from bincount.aws.sagemaker_job import REQUIREMENTS as REQUIREMENTS_NAME
+from bincount.launch.sagemaker import job_hyperparameters
 from bincount.paths import PROJECT_ROOT
 from conftest import compose_cfg
 
 BUCKET = "bincount-test"
 ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
 JOB = "bincount-test-job"
+REQUIREMENTS = Path(bincount.launch.__file__).with_name(REQUIREMENTS_NAME)
 
 
 def validate_create_training_job(request: dict) -> None:
@@ -60,7 +64,7 @@ def test_dry_run_prints_a_valid_request_without_credentials(tmp_path):
 
 
 def test_hyperparameters_keep_only_the_training_overrides():
-    assert job_hyperparameters(["experiment=resnet50", "launcher=sagemaker", "launcher.wait=false",
+    assert job_hyperparameters(["experiment=resnet50", "launcher=sagemaker", "launcher.job.wait=false",
                                 "hydra.run.dir=/x", "data.root=/local", "paths.log_dir=/y", "trainer.devices=4",
                                 "data.batch_size=32"]) == {"experiment": "resnet50", "data.batch_size": "32"}
 
@@ -119,7 +123,7 @@ def test_submits_follows_and_fetches_through_the_sdk(aws_env, tmp_path, capsys):
 
     run = tmp_path / "run"
     cfg = compose_cfg("train", ["experiment=resnet50", "model.optimizer.lr=0.0003", "launcher=sagemaker",
-                                f"launcher.role={ROLE}", f"launcher.bucket={BUCKET}", f"launcher.job_name={JOB}"], run)
+                                f"launcher.aws.role={ROLE}", f"launcher.aws.bucket={BUCKET}", f"launcher.job.name={JOB}"], run)
     score = instantiate(cfg.launcher).launch(cfg)
 
     sm = boto3.client("sagemaker")
@@ -151,8 +155,8 @@ def test_submits_follows_and_fetches_through_the_sdk(aws_env, tmp_path, capsys):
     bucket, key = hp["sagemaker_submit_directory"].removeprefix("s3://").split("/", 1)
     with tarfile.open(fileobj=io.BytesIO(s3.get_object(Bucket=bucket, Key=key)["Body"].read())) as tar:
         names = set(tar.getnames())
-        assert {"train.py", "sagemaker_train.py", "requirements.txt", "conf/launcher/sagemaker.yaml",
-                "src/bincount/launch/sagemaker_entry.py"} <= names
+        assert {"sagemaker_train.py", "requirements.txt", "bincount/conf/launcher/sagemaker.yaml",
+                "bincount/launch/sagemaker_entry.py", "bincount/cli/train.py"} <= names
         assert b"smdebug==1.0.34" in tar.extractfile("requirements.txt").read()
         assert not any(n.startswith((".venv", "tests", "outputs")) or "__pycache__" in n for n in names)
 
@@ -168,8 +172,8 @@ def test_submission_without_a_role_says_how_to_set_one(aws_env, tmp_path, monkey
     from bincount.errors import BincountError
 
     monkeypatch.delenv("SAGEMAKER_ROLE", raising=False)
-    cfg = compose_cfg("train", ["launcher=sagemaker", f"launcher.bucket={BUCKET}"], tmp_path / "run")
-    with pytest.raises(BincountError, match="launcher.role"):
+    cfg = compose_cfg("train", ["launcher=sagemaker", f"launcher.aws.bucket={BUCKET}"], tmp_path / "run")
+    with pytest.raises(BincountError, match="launcher.aws.role"):
         instantiate(cfg.launcher).launch(cfg)
     assert received(aws_env, "CreateTrainingJob") == []
 

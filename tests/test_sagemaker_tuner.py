@@ -58,7 +58,8 @@ def test_dry_run_builds_a_valid_tuning_request_without_credentials(tmp_path):
     job = request["TrainingJobDefinition"]
     static = {k: json.loads(v) for k, v in job["StaticHyperParameters"].items() if not k.startswith("sagemaker_")}
     # a trial is a plain run of train.py: no hparams_search, no local paths, the search's metric and no test
-    assert static == {"model.backbone": "resnet18", "optimized_metric": "val/acc", "test": "false"}
+    assert static == {"model.backbone": "resnet18", "optimized_metric": "val/acc", "optimized_mode": "max",
+                      "test": "false"}
     names = {m["Name"] for m in job["AlgorithmSpecification"]["MetricDefinitions"]}
     assert names == {"val/acc", "val/acc_best"}
     assert "CheckpointConfig" not in job  # trials never resume from one another
@@ -69,8 +70,8 @@ def test_tuning_job_is_submitted_to_the_loopback_server(aws, monkeypatch, tmp_pa
     monkeypatch.setenv("AWS_ENDPOINT_URL", aws)
     monkeypatch.setenv("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
     sweep = tmp_path / "sweep"
-    cfg = compose_cfg("train", ["hparams_search=optuna", "launcher=sagemaker", f"launcher.role={ROLE}",
-                                "launcher.bucket=bincount-hpo-test", "launcher.wait=false",
+    cfg = compose_cfg("train", ["hparams_search=optuna", "launcher=sagemaker", f"launcher.aws.role={ROLE}",
+                                "launcher.aws.bucket=bincount-hpo-test", "launcher.job.wait=false",
                                 f"hydra.sweep.dir={sweep}"], tmp_path / "run")
     boto3.client("s3").create_bucket(Bucket="bincount-hpo-test")
     settings = OmegaConf.to_container(cfg.hydra.sweeper, resolve=True)

@@ -104,7 +104,7 @@ def test_trials_print_the_metric_lines_sagemakers_tuner_reads(sweep):
 def test_summary_of_an_interrupted_sweep_can_be_rewritten(sweep, tmp_path, capsys):
     copy = shutil.copytree(sweep, tmp_path / "sweep")
     (copy / "1" / "metrics.json").unlink()  # trial 1 never finished
-    assert cli(["sweep-summary", str(copy), "--minimize"]) == 0
+    assert cli(["sweep-summary", str(copy), "--mode", "min"]) == 0
     s = json.loads((copy / "sweep_summary.json").read_text())
     assert s["completed"] == N_TRIALS - 1 and s["trials"][1]["status"] == "failed or running"
     done = [t["value"] for t in s["trials"] if t["value"] is not None]

@@ -39,7 +39,7 @@ def test_training_writes_every_output(trained_run):
 
 def test_eval_reproduces_the_test_metrics(trained_run, small_abid, tmp_path):
     out, _ = trained_run
-    cfg = compose_cfg("eval", TINY[3:] + [f"ckpt_path={out}/checkpoints/best.ckpt", f"data.root={small_abid}"],
+    cfg = compose_cfg("eval", TINY + [f"ckpt_path={out}/checkpoints/best.ckpt", f"data.root={small_abid}"],
                       tmp_path)
     got = evaluate(cfg)
     want = json.loads((out / "metrics.json").read_text())
@@ -54,7 +54,7 @@ def test_eval_reproduces_the_test_metrics(trained_run, small_abid, tmp_path):
 def test_eval_on_an_unseen_folder_with_split_all(trained_run, abid, tmp_path):
     out, _ = trained_run
     raw = make_abid_slice(abid / "raw", tmp_path / "raw", ids_by_count(abid / "raw", 4))
-    cfg = compose_cfg("eval", TINY[3:] + [f"ckpt_path={out}/checkpoints/best.ckpt", f"data.root={raw}",
+    cfg = compose_cfg("eval", TINY + [f"ckpt_path={out}/checkpoints/best.ckpt", f"data.root={raw}",
                                          "data.split=all"], tmp_path / "eval")
     got = evaluate(cfg)
     assert got["test/images"] == 20

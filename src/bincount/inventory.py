@@ -19,10 +19,8 @@ model can make is never auto-verified and never corrected: it goes to a person w
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
-import sys
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,7 +29,7 @@ import numpy as np
 
 from bincount.data.records import METADATA_DIR, parse_metadata
 from bincount.errors import BincountError
-from bincount.predict import Prediction, read_predictions
+from bincount.predict import Prediction
 
 MATCH, MISMATCH, AUDIT = "match", "mismatch", "needs-audit"
 OUTSIDE = "record outside the model's counts"
@@ -340,61 +338,3 @@ def write_decisions(decisions: list[Decision], out: Path) -> Path:
         for d in decisions:
             w.writerow({k: ("" if v is None else v) for k, v in asdict(d).items()})
     return out
-
-
-def _reconcile(args: argparse.Namespace) -> int:
-    predictions = read_predictions(args.predictions)
-    expected, unusable = read_expected(args.expected)
-    record_model = RecordModel(args.record_error_rate, args.record_error_spread) if args.record_error_rate else None
-    if args.threshold is not None:
-        threshold = Threshold(args.threshold, None, None, None)
-    elif args.calibration and record_model:
-        threshold = choose_record_threshold(record_model, read_predictions(args.calibration), args.target_precision,
-                                            args.z)
-    elif args.calibration:
-        threshold = calibrate(read_predictions(args.calibration), args.target_precision, args.z)
-    else:
-        raise BincountError("give --threshold T, or --calibration VAL_PREDICTIONS (with --target-precision) "
-                            "to choose one on validation data")
-    decisions, unmatched = reconcile(predictions, expected, threshold.threshold, record_model)
-    if unusable:
-        unmatched["expected quantity not valid"] = sorted(unusable)
-    out = write_decisions(decisions, Path(args.out))
-    summary = summarize(decisions, threshold, unmatched)
-    summary["decisions"] = str(out)
-    if args.summary:
-        Path(args.summary).write_text(json.dumps(summary, indent=2))
-    to_check = [d for d in decisions if d.decision != MATCH]
-    why = (f"threshold {threshold.threshold:.3f}" if threshold.threshold <= 1 else
-           "no confidence met the target precision on the calibration set, so every bin goes to a person")
-    print(f"{len(to_check)} of {len(decisions)} bins to check ({why}):")
-    for d in to_check[: args.show]:
-        print(f"  {d.bin_id}\t{d.decision}\texpected {d.expected_count}, predicted {d.predicted_count} "
-              f"({d.confidence:.2f})\t{d.reason}\t{d.sku_names[:60]}")
-    if len(to_check) > args.show:
-        print(f"  ... and {len(to_check) - args.show} more in {out}")
-    print(json.dumps(summary, indent=2), file=sys.stderr)
-    return 0
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("reconcile", help="compare predicted counts with expected quantities: match, "
-                                         "mismatch or needs-audit per bin")
-    p.add_argument("predictions", help="predictions CSV/JSON written by `bincount predict`")
-    p.add_argument("--expected", nargs="+", required=True,
-                   help="CSV (bin_id,expected_count[,sku_names]), ABID metadata JSON files, or folders of them")
-    p.add_argument("--threshold", type=float, help="confidence (or P(record right) with --record-error-rate) "
-                                                   "below which a bin goes to a person")
-    p.add_argument("--record-error-rate", type=float, default=None,
-                   help="share of records that are wrong (from past audits): decide on P(record right | photo)")
-    p.add_argument("--record-error-spread", type=int, default=2,
-                   help="a wrong record is off by 1 to this many items (with --record-error-rate)")
-    p.add_argument("--calibration", help="validation predictions (with true_count) to choose the threshold on")
-    p.add_argument("--target-precision", type=float, default=0.95,
-                   help="accuracy the auto-verified counts must reach on the calibration set")
-    p.add_argument("--z", type=float, default=1.645,
-                   help="its Wilson lower bound at this z must reach the target (0: the plain proportion)")
-    p.add_argument("--out", default="decisions.csv")
-    p.add_argument("--summary", help="also write the summary JSON here")
-    p.add_argument("--show", type=int, default=20, help="bins to list on screen")
-    p.set_defaults(func=_reconcile)

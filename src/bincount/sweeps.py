@@ -1,29 +1,24 @@
 """Sweep summaries. After `python train.py -m ...` (an Optuna search or a plain grid) the multirun folder
 gets one table of every trial and the best trial's overrides: ``sweep_summary.{json,md,png}``. A Hydra
-callback (conf/hydra/default.yaml) writes it when the sweep ends; `bincount sweep-summary DIR` rewrites it
-for a sweep that was cut short."""
+callback (bincount.callbacks.sweep_end) writes it when the sweep ends; `bincount sweep-summary DIR`
+rewrites it for a sweep that was cut short. The metric and its direction are the sweep's own
+(``optimized_metric``, ``optimized_mode`` of its trials' config) unless given."""
 
 from __future__ import annotations
 
-import argparse
 import json
-import logging
 import math
 import shlex
-import sys
 from pathlib import Path
 from typing import Any, Iterable
 
-import lightning as L
-from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from bincount.errors import BincountError
+from bincount.layout import METRICS, SWEEP_SUMMARY
+from bincount.objective import best_of, check_mode, direction
 from bincount.reports.plots import plt
 
-log = logging.getLogger(__name__)
-
-SUMMARY_NAME = "sweep_summary"
 # overrides that make a run a sweep trial: left out of the command that retrains and tests the best
 _SWEEP_KEYS = ("hparams_search", "hydra.", "test")
 
@@ -41,7 +36,7 @@ def read_trials(sweep_dir: Path, metric: str) -> list[dict]:
     from the run's own metrics.json. A trial without metrics.json failed or has not finished."""
     trials = []
     for d in sorted((p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name)):
-        metrics_file = d / "metrics.json"
+        metrics_file = d / METRICS
         m = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
         value = (m.get("best_val") or {}).get(metric)
         trials.append({"trial": int(d.name), "dir": str(d), "overrides": _overrides(d),
@@ -62,21 +57,35 @@ def swept_keys(trials: list[dict], declared: Iterable[str] = ()) -> list[str]:
     return [k for k in keys if any(k in t["overrides"] for t in trials)]
 
 
-def summarize_sweep(sweep_dir: str | Path, metric: str = "val/acc", direction: str = "maximize",
+def sweep_objective(sweep_dir: Path) -> tuple[str, str]:
+    """``(optimized_metric, optimized_mode)`` of a sweep, from the config its first trial saved."""
+    for d in sorted((p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name)):
+        saved = d / ".hydra" / "config.yaml"
+        if saved.is_file():
+            cfg = OmegaConf.load(saved)
+            return str(cfg.get("optimized_metric", "val/acc")), str(cfg.get("optimized_mode", "max"))
+    raise BincountError(f"{sweep_dir}: no trial saved its config (<n>/.hydra/config.yaml); pass --metric and --mode")
+
+
+def summarize_sweep(sweep_dir: str | Path, metric: str | None = None, mode: str | None = None,
                     declared: Iterable[str] = (), entry: str = "train.py") -> dict:
-    """Write ``sweep_summary.{json,md,png}`` into the sweep folder and return the summary."""
+    """Write ``sweep_summary.{json,md,png}`` into the sweep folder and return the summary. ``metric`` and
+    ``mode`` (max or min) default to the sweep's own."""
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise BincountError(f"{sweep_dir}: no such sweep folder (outputs/train/multiruns/<time>/)")
-    trials = read_trials(sweep_dir, metric)
-    if not trials:
+    if not any(p.is_dir() and p.name.isdigit() for p in sweep_dir.iterdir()):
         raise BincountError(f"{sweep_dir}: no trial folders (0/, 1/, ...); is this a multirun folder?")
-    maximize = "min" not in str(direction).lower()
+    if metric is None or mode is None:
+        own_metric, own_mode = sweep_objective(sweep_dir)
+        metric, mode = metric or own_metric, mode or own_mode
+    check_mode(mode)
+    trials = read_trials(sweep_dir, metric)
     done = [t for t in trials if t["value"] is not None]
-    best = (max if maximize else min)(done, key=lambda t: t["value"]) if done else None
+    best = best_of(mode)(done, key=lambda t: t["value"]) if done else None
     keys = swept_keys(trials, declared)
     summary: dict[str, Any] = {
-        "sweep_dir": str(sweep_dir), "metric": metric, "direction": "maximize" if maximize else "minimize",
+        "sweep_dir": str(sweep_dir), "metric": metric, "direction": direction(mode),
         "swept": keys, "trials": trials, "completed": len(done), "best": None,
     }
     if best is not None:
@@ -87,10 +96,10 @@ def summarize_sweep(sweep_dir: str | Path, metric: str = "val/acc", direction: s
     optuna_file = sweep_dir / "optimization_results.yaml"
     if optuna_file.is_file():
         summary["optuna"] = OmegaConf.to_container(OmegaConf.load(optuna_file))
-    (sweep_dir / f"{SUMMARY_NAME}.json").write_text(json.dumps(summary, indent=2))
-    (sweep_dir / f"{SUMMARY_NAME}.md").write_text(render_markdown(summary))
+    (sweep_dir / f"{SWEEP_SUMMARY}.json").write_text(json.dumps(summary, indent=2))
+    (sweep_dir / f"{SWEEP_SUMMARY}.md").write_text(render_markdown(summary))
     if done:
-        summary["plot"] = str(plot_sweep(summary, sweep_dir / f"{SUMMARY_NAME}.png"))
+        summary["plot"] = str(plot_sweep(summary, sweep_dir / f"{SWEEP_SUMMARY}.png"))
     return summary
 
 
@@ -169,67 +178,3 @@ def plot_sweep(s: dict, path: Path) -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
-
-
-class SweepSummary(Callback):
-    """Hydra callback: writes the sweep summary when a multirun ends (any sweeper)."""
-
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        sweep_dir = Path(config.hydra.sweep.dir)
-        if not sweep_dir.is_dir() or not any(p.is_dir() and p.name.isdigit() for p in sweep_dir.iterdir()):
-            return  # no local trials: a SageMaker tuning job writes its own summary when it ends
-        sweeper = config.hydra.sweeper
-        declared = list((sweeper.get("params") or {}).keys())
-        summary = summarize_sweep(config.hydra.sweep.dir, config.get("optimized_metric", "val/acc"),
-                                  str(sweeper.get("direction", "maximize")), declared)
-        best = summary["best"]
-        if best:
-            log.info("sweep: best trial %d, %s = %.4f, %s -> %s", best["trial"], summary["metric"], best["value"],
-                     best["params"], Path(summary["sweep_dir"]) / f"{SUMMARY_NAME}.md")
-        else:
-            log.warning("sweep: no trial completed; see %s", summary["sweep_dir"])
-
-
-class ObjectiveLog(L.Callback):
-    """Prints the optimized metric after every validation and its best value when fitting ends, one line
-    each (``bincount: val/acc=0.412300``, ``bincount: val/acc_best=0.451200``): what log scrapers such as
-    SageMaker's HyperparameterTuner read (bincount.launch.sagemaker_tuner.metric_definitions)."""
-
-    def __init__(self, metric: str = "val/acc"):
-        self.metric = metric
-
-    # on_validation_end: after the module has logged its epoch metrics (epoch-end hooks run callbacks first)
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        value = trainer.callback_metrics.get(self.metric)
-        if value is not None and not trainer.sanity_checking and trainer.is_global_zero:
-            print(f"bincount: {self.metric}={float(value):.6f}", flush=True)
-
-    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        ckpt = trainer.checkpoint_callback
-        best = getattr(ckpt, "best_model_score", None)
-        if best is not None and trainer.is_global_zero:
-            print(f"bincount: {self.metric}_best={float(best):.6f}", flush=True)
-
-
-class FinishTrackingRuns(Callback):
-    """Hydra callback: ends a job's W&B run when the job ends. A local sweep runs its trials in one process,
-    and Lightning's WandbLogger would log the next trial into the run that is still open."""
-
-    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
-        wandb = sys.modules.get("wandb")
-        if wandb is not None and getattr(wandb, "run", None) is not None:
-            wandb.finish()
-
-
-def _sweep_summary(args: argparse.Namespace) -> int:
-    s = summarize_sweep(args.sweep_dir, args.metric, "minimize" if args.minimize else "maximize")
-    print(render_markdown(s))
-    return 0
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("sweep-summary", help="(re)write the trial table and best overrides of a multirun folder")
-    p.add_argument("sweep_dir", help="outputs/train/multiruns/<time>/")
-    p.add_argument("--metric", default="val/acc", help="metric in each trial's metrics.json best_val (default val/acc)")
-    p.add_argument("--minimize", action="store_true", help="lower is better (a loss)")
-    p.set_defaults(func=_sweep_summary)

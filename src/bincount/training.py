@@ -12,15 +12,13 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from bincount.data.datamodule import MANIFEST_NAME
 from bincount.data.split import read_manifest
 from bincount.errors import BincountError
+from bincount.layout import CONFUSION, MANIFEST, METRICS, RELIABILITY, manifest_of_checkpoint, run_of_checkpoint
 from bincount.model.counter import CountingModel
 from bincount.reports.plots import plot_confusion, plot_reliability
 
 log = logging.getLogger(__name__)
-
-METRICS_NAME = "metrics.json"
 
 
 def _instantiate_group(group: DictConfig | None) -> list:
@@ -32,14 +30,14 @@ def _instantiate_group(group: DictConfig | None) -> list:
 
 def _write_results(results: dict, out: Path, title: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    (out / METRICS_NAME).write_text(json.dumps(results, indent=2))
-    plot_confusion(results["test/confusion"], results["classes"], out / "confusion_matrix.png", title)
-    plot_reliability(results["test/reliability"], out / "reliability.png", f"{title}: calibration",
+    (out / METRICS).write_text(json.dumps(results, indent=2))
+    plot_confusion(results["test/confusion"], results["classes"], out / CONFUSION, title)
+    plot_reliability(results["test/reliability"], out / RELIABILITY, f"{title}: calibration",
                      results["test/ece"], results["test/ece_uncalibrated"])
     log.info("test: acc %.3f, rmse %.3f, mae %.3f, ECE %.3f (%.3f before calibration) (n=%d, majority-class "
              "rate %.3f) -> %s", results["test/acc"], results["test/rmse"], results["test/mae"], results["test/ece"],
              results["test/ece_uncalibrated"], results["test/images"], results["test/majority_rate"],
-             out / METRICS_NAME)
+             out / METRICS)
 
 
 def calibrate(trainer: L.Trainer, model: CountingModel, datamodule: L.LightningDataModule, ckpt: str | None) -> dict:
@@ -75,7 +73,7 @@ def write_temperature(ckpt: str | Path, temperature: float) -> None:
 
 
 def train(cfg: DictConfig) -> float | None:
-    """Fit, checkpoint the best model by validation accuracy, test it, write metrics and plots.
+    """Fit, checkpoint the best model by the optimized metric, test it, write metrics and plots.
 
     Returns the value of ``cfg.optimized_metric`` at the best checkpoint (for sweeps).
     """
@@ -113,17 +111,11 @@ def train(cfg: DictConfig) -> float | None:
         if "test/confusion" in results:
             _write_results(results, out, f"{cfg.model.backbone} test")
         else:
-            (out / METRICS_NAME).write_text(json.dumps(results, indent=2))
+            (out / METRICS).write_text(json.dumps(results, indent=2))
     if score is not None:
         return float(score)
     metric = trainer.callback_metrics.get(cfg.optimized_metric)
     return float(metric) if metric is not None else None
-
-
-def _training_manifest(ckpt: Path) -> Path | None:
-    """The split manifest of the run a checkpoint came from (``RUN/checkpoints/x.ckpt`` -> ``RUN/``)."""
-    candidate = ckpt.resolve().parent.parent / MANIFEST_NAME
-    return candidate if candidate.is_file() else None
 
 
 def evaluate(cfg: DictConfig) -> dict:
@@ -137,10 +129,10 @@ def evaluate(cfg: DictConfig) -> dict:
                                                weights=None)
     out = Path(cfg.paths.output_dir)
     overrides = {"classes": model.classes, "image_size": model.hparams.image_size}
-    train_manifest = _training_manifest(ckpt)
+    train_manifest = manifest_of_checkpoint(ckpt)
     if cfg.data.split != "all" and not cfg.data.get("manifest"):
         if train_manifest is None:
-            raise BincountError(f"data.split={cfg.data.split}: no {MANIFEST_NAME} beside {ckpt.parent.parent}; "
+            raise BincountError(f"data.split={cfg.data.split}: no {MANIFEST} in {run_of_checkpoint(ckpt)}; "
                                 "pass data.manifest=PATH or data.split=all")
         overrides["manifest"] = str(train_manifest)
     datamodule = instantiate(cfg.data, **overrides)

@@ -18,11 +18,9 @@ from bincount.data.records import BinRecord, SkipReport, class_counts, read_abid
 from bincount.data.split import SPLITS, apply_manifest, split_records, write_manifest
 from bincount.data.transforms import eval_transform, train_transform
 from bincount.errors import BincountError
+from bincount.layout import DATA_REPORT, MANIFEST
 
 log = logging.getLogger(__name__)
-
-MANIFEST_NAME = "split_manifest.csv"
-REPORT_NAME = "data_report.json"
 
 
 class UnpaddedDistributedSampler(DistributedSampler):
@@ -118,14 +116,17 @@ class BinDataModule(L.LightningDataModule):
 
     def _write_outputs(self) -> None:
         summary = self.data_summary()
-        log.info("data: %s", json.dumps({k: summary[k] for k in ("root", "images", "skipped")}))
-        for reason, n in summary["skipped"]["by_reason"].items():
-            log.warning("data: skipped %d image(s): %s", n, reason)
+        skipped = summary["skipped"]
+        where = Path(self.output_dir) / DATA_REPORT if self.output_dir else None
+        log.info("data: %s: %s images (train/val/test %s)%s", self.root, sum(summary["images"].values()),
+                 "/".join(str(n) for n in summary["images"].values()),
+                 f"; skipped {skipped['total']} ({', '.join(f'{n} {r}' for r, n in skipped['by_reason'].items())}), "
+                 f"listed in {where or 'the data report'}" if skipped["total"] else "")
         if not self.output_dir or (self.trainer is not None and not self.trainer.is_global_zero):
             return
         out = Path(self.output_dir)
-        write_manifest(self.splits, out / MANIFEST_NAME)
-        (out / REPORT_NAME).write_text(json.dumps(summary, indent=2))
+        write_manifest(self.splits, out / MANIFEST)
+        (out / DATA_REPORT).write_text(json.dumps(summary, indent=2))
 
     def data_summary(self) -> dict:
         return {

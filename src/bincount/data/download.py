@@ -4,11 +4,11 @@ S3-compatible server) into an ABID-layout folder, and ``ensure_dataset`` for a f
 Every file is written to a temporary name and renamed when complete and valid (a decodable image,
 parseable JSON), so an interrupted run leaves no partial file; a rerun fetches only what is missing
 or whose size differs from the server's. ``download_report.json`` in the folder records the outcome.
+Retries are botocore's and s3transfer's (see bincount.data.s3).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
 import numpy as np
-from botocore.exceptions import BotoCoreError, ClientError
 
 from bincount.data.files import atomic_write, remove_stale_temps
 from bincount.data.records import IMAGE_DIR, METADATA_DIR, check_image, load_file_list, parse_metadata
-from bincount.data.s3 import (Transient, TransferError, TransferSummary, Unreachable, check_reachable, list_objects,
-                              s3_client, transfer_all, with_retries)
+from boto3.s3.transfer import TransferConfig
+
+from bincount.data.s3 import (TRANSFER_ERRORS, TransferError, TransferSummary, Unreachable, attempts_of, check_reachable, list_objects,
+                              s3_client, transfer_all)
 from bincount.errors import BincountError
 from bincount.progress import progress
 
@@ -68,58 +69,51 @@ def _invalid(key: str, path: Path) -> str | None:
     return f"corrupt on the server ({problem})" if problem else None
 
 
-def fetch(client, bucket: str, key: str, target: Path, attempts: int = 5) -> int | None:
-    """Fetch one object to ``target`` atomically; None when a local copy of the same size exists."""
+def fetch(client, bucket: str, key: str, target: Path) -> int | None:
+    """Fetch one object to ``target`` atomically; None when a local copy of the same size exists. The
+    download restarts when its body is cut off (s3transfer); a file that arrives whole but does not
+    decode or parse is refused, never installed."""
     if target.exists():
-        remote = with_retries(lambda: client.head_object(Bucket=bucket, Key=key)["ContentLength"], attempts)
-        if remote == target.stat().st_size:
+        if client.head_object(Bucket=bucket, Key=key)["ContentLength"] == target.stat().st_size:
             return None
-
-    def get() -> int:
-        obj = client.get_object(Bucket=bucket, Key=key)
-        expected = obj["ContentLength"]
-        with atomic_write(target) as tmp:
-            with tmp.open("wb") as f:
-                for chunk in obj["Body"].iter_chunks(1 << 16):
-                    f.write(chunk)
-                size = f.tell()
-            if size != expected:
-                raise Transient(f"short read ({size} of {expected} bytes)")
-            problem = _invalid(key, tmp)
-            if problem:
-                raise TransferError(problem)
-        return size
-
-    return with_retries(get, attempts)
+    config = TransferConfig(use_threads=False, num_download_attempts=attempts_of(client))
+    with atomic_write(target) as tmp:
+        with tmp.open("wb") as f:
+            client.download_fileobj(bucket, key, f, Config=config)
+            size = f.tell()
+        problem = _invalid(key, tmp)
+        if problem:
+            raise TransferError(problem)
+    return size
 
 
 def download(dest: str | Path, ids: Mapping[str, int] | Sequence[str], bucket: str = DEFAULT_BUCKET, client=None,
-             workers: int = 32, attempts: int = 5) -> TransferSummary:
+             workers: int = 32) -> TransferSummary:
     """Fetch ``bin-images/<id>.jpg`` and ``metadata/<id>.json`` of every id into ``dest``."""
     dest = Path(dest)
     client = client or s3_client(unsigned=True, workers=workers)
     keys = [k for bin_id in sorted(ids) for k in keys_for(bin_id)]
     if not keys:
         raise BincountError("nothing to download: the id list is empty (check --file-list and --classes)")
-    check_reachable(client, lambda: client.get_object(Bucket=bucket, Key=keys[0], Range="bytes=0-0"), bucket)
+    check_reachable(client, lambda c: c.get_object(Bucket=bucket, Key=keys[0], Range="bytes=0-0"), bucket)
     for sub in (IMAGE_DIR, METADATA_DIR):
         (dest / sub).mkdir(parents=True, exist_ok=True)
         remove_stale_temps(dest / sub)
     summary = TransferSummary("fetched", extra={"source": f"s3://{bucket}", "endpoint": client.meta.endpoint_url,
                                                 "ids": len(ids)})
-    transfer_all(keys, str, lambda key: fetch(client, bucket, key, dest / key, attempts), summary, workers,
+    transfer_all(keys, str, lambda key: fetch(client, bucket, key, dest / key), summary, workers,
                  f"downloading {len(ids)} bins to {dest}")
     (dest / REPORT_NAME).write_text(json.dumps({**summary.to_dict(), "complete": summary.ok}, indent=2))
     return summary
 
 
 # -- a stratified subset drawn from the bucket's metadata ---------------------------------------
-def _listed_ids(client, bucket: str, scan: Path, attempts: int) -> list[str]:
+def _listed_ids(client, bucket: str, scan: Path) -> list[str]:
     """Every id under ``metadata/`` in the bucket (cached in the scan folder: the bucket is static)."""
     cache = scan / "ids.txt"
     if cache.exists():
         return cache.read_text().split()
-    ids = sorted(Path(o["Key"]).stem for o in list_objects(client, bucket, f"{METADATA_DIR}/", attempts)
+    ids = sorted(Path(o["Key"]).stem for o in list_objects(client, bucket, f"{METADATA_DIR}/")
                  if o["Key"].endswith(".json"))
     scan.mkdir(parents=True, exist_ok=True)
     with atomic_write(cache) as tmp:
@@ -128,14 +122,13 @@ def _listed_ids(client, bucket: str, scan: Path, attempts: int) -> list[str]:
 
 
 def draw_stratified(dest: str | Path, classes: Sequence[int], per_class: int, bucket: str = DEFAULT_BUCKET,
-                    client=None, seed: int = 42, workers: int = 32, attempts: int = 5) -> dict[str, int]:
+                    client=None, seed: int = 42, workers: int = 32) -> dict[str, int]:
     """Up to ``per_class`` ids of each count, read from the bucket's metadata in a seeded random
     order; writes the choice as ``<dest>/file_list.json`` (Udacity format) and returns it."""
     dest, scan = Path(dest), Path(dest) / SCAN_DIR
     client = client or s3_client(unsigned=True, workers=workers)
-    check_reachable(client, lambda: client.list_objects_v2(Bucket=bucket, Prefix=f"{METADATA_DIR}/", MaxKeys=1),
-                    bucket)
-    ids = _listed_ids(client, bucket, scan, attempts)
+    check_reachable(client, lambda c: c.list_objects_v2(Bucket=bucket, Prefix=f"{METADATA_DIR}/", MaxKeys=1), bucket)
+    ids = _listed_ids(client, bucket, scan)
     order = [ids[i] for i in np.random.default_rng(seed).permutation(len(ids))]
     remove_stale_temps(scan)
 
@@ -143,9 +136,9 @@ def draw_stratified(dest: str | Path, classes: Sequence[int], per_class: int, bu
         path = scan / f"{bin_id}.json"
         try:
             if not path.exists():
-                fetch(client, bucket, f"{METADATA_DIR}/{bin_id}.json", path, attempts)
+                fetch(client, bucket, f"{METADATA_DIR}/{bin_id}.json", path)
             return parse_metadata(json.loads(path.read_bytes()))[0]
-        except (TransferError, ClientError, BotoCoreError, OSError, ValueError):
+        except (*TRANSFER_ERRORS, ValueError):
             return None
 
     chosen: dict[int, list[str]] = {c: [] for c in classes}
@@ -198,38 +191,3 @@ def ensure_dataset(root: str | Path, file_list: str | Path | None = None) -> Non
         log.info("download: %s", line)
     if summary.done + summary.skipped == 0:
         raise BincountError(f"no dataset in {root}: all {len(summary.failed)} downloads failed; {how}")
-
-
-# -- command line ---------------------------------------------------------------------------------
-def _run(args: argparse.Namespace) -> int:
-    client = s3_client(args.endpoint_url, unsigned=not args.signed, workers=args.workers)
-    if args.count_per_class:
-        ids = draw_stratified(args.dest, args.classes or [1, 2, 3, 4, 5], args.count_per_class, args.bucket,
-                              client, args.seed, args.workers, args.attempts)
-    else:
-        ids = subset_ids(args.file_list, args.classes)
-    summary = download(args.dest, ids, args.bucket, client, args.workers, args.attempts)
-    print("\n".join(summary.lines()))
-    return 0 if summary.ok else 1
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    from bincount.cli import counts
-
-    p = sub.add_parser("download", help="fetch ABID images and metadata from S3 into an ABID-layout folder")
-    p.add_argument("dest", nargs="?", default="data/abid", help="destination folder (default: data/abid)")
-    subset = p.add_mutually_exclusive_group()
-    subset.add_argument("--file-list", help="Udacity-format file_list.json of the ids to fetch "
-                                            "(default: the 10,441-image subset shipped with bincount)")
-    subset.add_argument("--count-per-class", type=int, metavar="N",
-                        help="instead of a list, draw N bins of each count at random from the bucket's metadata")
-    p.add_argument("--classes", type=counts, help="counts to fetch, e.g. 0..5 or 1,2,3 (default: all listed; "
-                                                  "1..5 with --count-per-class)")
-    p.add_argument("--seed", type=int, default=42, help="seed of the --count-per-class draw")
-    p.add_argument("--bucket", default=DEFAULT_BUCKET)
-    p.add_argument("--endpoint-url", help="an S3-compatible server (default: AWS_ENDPOINT_URL_S3, else AWS)")
-    p.add_argument("--signed", action="store_true", help="sign requests with your credentials (a private mirror); "
-                                                         "the public bucket needs none")
-    p.add_argument("--workers", type=int, default=32, help="parallel transfers")
-    p.add_argument("--attempts", type=int, default=5, help="tries per file on transient errors, with backoff")
-    p.set_defaults(func=_run)

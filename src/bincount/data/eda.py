@@ -7,7 +7,6 @@ training run on the folder would see (before it keeps only ``data.classes``).
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -170,18 +169,3 @@ def eda(root: str | Path, out: str | Path, file_list: str | Path | None = None) 
     (out / "eda.json").write_text(json.dumps(summary, indent=2))
     (out / "eda.md").write_text(_markdown(summary, plots))
     return summary
-
-
-def _run(args: argparse.Namespace) -> int:
-    out = args.out or Path("outputs") / "eda" / Path(args.root).resolve().name
-    summary = eda(args.root, out, args.file_list)
-    print(f"{summary['bins']} bins, images per count {summary['images_per_count']}; report: {Path(out) / 'eda.md'}")
-    return 0
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("eda", help="report on a dataset folder: counts, image sizes, SKUs, weights, dimensions")
-    p.add_argument("root", help="an ABID-layout folder (or one `bincount prepare` wrote)")
-    p.add_argument("--out", help="folder for eda.md, eda.json and the PNG plots (default: outputs/eda/<name>)")
-    p.add_argument("--file-list", help="Udacity-format file_list.json restricting the ids")
-    p.set_defaults(func=_run)

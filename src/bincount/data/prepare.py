@@ -14,7 +14,6 @@ outputs no longer wanted. ``--format packed`` writes the memory-mapped format of
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -30,13 +29,13 @@ from bincount.data.files import atomic_write, remove_stale_temps
 from bincount.data.records import METADATA_DIR, BinRecord, SkipReport, class_counts, read_abid
 from bincount.data.split import SPLITS, split_records, write_manifest
 from bincount.errors import BincountError
+from bincount.layout import MANIFEST
 from bincount.progress import progress
 
 log = logging.getLogger(__name__)
 
 SPLIT_DIRS = {"train": "train", "val": "valid", "test": "test"}  # split -> folder (the capstones' names)
 FORMATS = ("jpeg", "packed")
-MANIFEST_NAME = "split_manifest.csv"
 REPORT_NAME = "prepare_report.json"
 STATE_NAME = ".prepare_state.json"
 
@@ -153,10 +152,21 @@ def prepare_packed(src: Path, out: Path, size: int, classes, file_list) -> tuple
     return records, report, {"resized": len(records) if repack else 0, "unchanged": 0 if repack else len(records)}
 
 
-def prepare(src: str | Path, out: str | Path, size: int = 224, fmt: str = "jpeg", classes: Sequence[int] | None = None,
-            file_list: str | Path | None = None, split: str = "stratified", ratios: Sequence[float] = (0.8, 0.1, 0.1),
-            seed: int = 42, quality: int = 95, workers: int | None = None) -> dict:
-    """Prepare ``src`` (an ABID-layout folder) into ``out``; returns the report it also writes."""
+def prepare(src: str | Path, out: str | Path, size: int | None = None, fmt: str = "jpeg",
+            classes: Sequence[int] | None = None, file_list: str | Path | None = None, split: str | None = None,
+            ratios: Sequence[float] | None = None, seed: int | None = None, quality: int = 95,
+            workers: int | None = None) -> dict:
+    """Prepare ``src`` (an ABID-layout folder) into ``out``; returns the report it also writes. ``size``,
+    ``split``, ``ratios`` and ``seed`` left None are a training run's (conf/train.yaml, conf/data/abid.yaml),
+    so the prepared split is the one training would draw from the originals."""
+    if None in (size, split, ratios, seed):
+        from bincount.config import training_defaults
+
+        train = training_defaults()
+        size = train.image_size if size is None else size
+        split = train.split if split is None else split
+        ratios = list(train.ratios) if ratios is None else ratios
+        seed = train.seed if seed is None else seed
     src, out = Path(src), Path(out)
     if fmt not in FORMATS:
         raise BincountError(f"--format {fmt!r} is unknown; choose one of {', '.join(FORMATS)}")
@@ -174,7 +184,7 @@ def prepare(src: str | Path, out: str | Path, size: int = 224, fmt: str = "jpeg"
             raise BincountError(f"prepare: no usable labelled images in {src}; skipped: {report.summary()}")
         splits = split_records(records, split, ratios, seed)
         stats = prepare_jpeg(records, splits, src, out, report, size, quality, workers)
-    write_manifest(splits, out / MANIFEST_NAME)
+    write_manifest(splits, out / MANIFEST)
     seconds = time.perf_counter() - started
     written = stats["resized"]
     result = {
@@ -187,33 +197,3 @@ def prepare(src: str | Path, out: str | Path, size: int = 224, fmt: str = "jpeg"
     }
     (out / REPORT_NAME).write_text(json.dumps(result, indent=2))
     return result
-
-
-def _run(args: argparse.Namespace) -> int:
-    r = prepare(args.src, args.out, args.size, args.format, args.classes, args.file_list, args.split,
-                args.ratios, args.seed, args.quality, args.workers)
-    done = f"{r['resized']} resized, {r['unchanged']} unchanged"
-    rate = f" ({r['images_per_s']} images/s on {r['workers']} workers)" if r["images_per_s"] else ""
-    print(f"prepared {sum(r['images'].values())} images in {args.out}: {done} in {r['seconds']} s{rate}")
-    print(f"split {r['images']}; skipped {r['skipped']['by_reason'] or 0}")
-    print(f"train with: python train.py data.root={args.out} data.manifest={Path(args.out) / MANIFEST_NAME}")
-    return 0
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    from bincount.cli import counts
-
-    p = sub.add_parser("prepare", help="resize an ABID folder once and write the train/valid/test split folders")
-    p.add_argument("src", help="an ABID-layout folder (e.g. the originals `bincount download` fetched)")
-    p.add_argument("out", help="output folder (a data.root for training, or a folder to upload)")
-    p.add_argument("--size", type=int, default=224, help="storage size in pixels, square (default 224)")
-    p.add_argument("--format", choices=FORMATS, default="jpeg",
-                   help="jpeg: split/count folders of JPEGs; packed: one memory-mapped uint8 array")
-    p.add_argument("--classes", type=counts, help="counts to keep, e.g. 1..5 (default: all)")
-    p.add_argument("--file-list", help="Udacity-format file_list.json restricting the ids")
-    p.add_argument("--split", default="stratified", help="stratified | balanced | all")
-    p.add_argument("--ratios", type=float, nargs=3, default=[0.8, 0.1, 0.1], metavar=("TRAIN", "VALID", "TEST"))
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--quality", type=int, default=95, help="JPEG quality of the stored images")
-    p.add_argument("--workers", type=int, help="processes (default: every core)")
-    p.set_defaults(func=_run)

@@ -1,24 +1,27 @@
-"""What download and upload share: an S3 client for any S3-compatible endpoint, retries with
-backoff, a parallel transfer loop with a progress bar, and the summary it prints.
+"""What download and upload share: an S3 client for any S3-compatible endpoint, with botocore's own
+retries, a parallel transfer loop with a progress bar, and the summary it prints.
 
 The endpoint is ``--endpoint-url``, else boto3's own ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``,
-else AWS. botocore's built-in retries are off so that one loop here decides what is retried.
+else AWS. Retries are botocore's ``standard`` mode (exponential backoff with jitter on throttling,
+5xx answers and dropped connections, up to ``attempts`` tries per request) and, for a body cut off
+while downloading, s3transfer's own (which restarts the download): nothing here retries by hand.
 """
 
 from __future__ import annotations
 
 import logging
-import random
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, TypeVar
 
 import boto3
+from boto3.exceptions import Boto3Error
 from botocore import UNSIGNED
 from botocore.config import Config
-from botocore.exceptions import (BotoCoreError, ClientError, ConnectionError as BotoConnectionError,
-                                 HTTPClientError, IncompleteReadError, NoCredentialsError)
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, NoCredentialsError
+from botocore.exceptions import ConnectionError as BotoConnectionError
+from s3transfer.exceptions import RetriesExceededError, S3DownloadFailedError
 
 from bincount.errors import BincountError
 from bincount.progress import progress
@@ -26,9 +29,8 @@ from bincount.progress import progress
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# S3 error codes worth another try; every other 4xx (NoSuchKey, AccessDenied, ...) is final.
-TRANSIENT_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed",
-                   "InternalError", "ServiceUnavailable", "503", "500", "502", "504"}
+# tries of the one request that checks the endpoint before a transfer: an unreachable endpoint is said at once
+PREFLIGHT_ATTEMPTS = 2
 
 
 class Unreachable(BincountError):
@@ -44,19 +46,27 @@ class TransferError(Exception):
     """A file that could not be transferred; the message is the reason shown in the summary."""
 
 
-class Transient(TransferError):
-    """A failure worth retrying (a short read, a dropped connection)."""
+# What a failed transfer of one file raises once botocore and s3transfer have given up: the file is
+# reported as failed (with ``reason``), the others go on.
+TRANSFER_ERRORS = (TransferError, ClientError, BotoCoreError, Boto3Error, RetriesExceededError, S3DownloadFailedError,
+                   OSError)
 
 
-def s3_client(endpoint_url: str | None = None, unsigned: bool = False, workers: int = 16):
-    """An S3 client; ``unsigned`` sends anonymous requests (public buckets need no credentials)."""
+def s3_client(endpoint_url: str | None = None, unsigned: bool = False, workers: int = 16, attempts: int = 5):
+    """An S3 client with botocore's standard retry mode (``attempts`` tries per request); ``unsigned`` sends
+    anonymous requests (public buckets need no credentials)."""
     options = dict(max_pool_connections=max(10, workers), connect_timeout=10, read_timeout=60,
-                   retries={"total_max_attempts": 1, "mode": "standard"})
+                   retries={"max_attempts": attempts, "mode": "standard"})
     if unsigned:
         options["signature_version"] = UNSIGNED
     session = boto3.session.Session()
     return session.client("s3", endpoint_url=endpoint_url or None, region_name=session.region_name or "us-east-1",
                           config=Config(**options))
+
+
+def attempts_of(client) -> int:
+    """How many tries the client's retry configuration allows per request."""
+    return int((client.meta.config.retries or {}).get("max_attempts", 5))
 
 
 def parse_s3_uri(uri: str) -> tuple[str, str]:
@@ -67,16 +77,6 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
     return bucket, prefix.strip("/")
 
 
-def is_transient(e: BaseException) -> bool:
-    if isinstance(e, Transient):
-        return True
-    if isinstance(e, ClientError):
-        err = e.response.get("Error", {})
-        status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        return err.get("Code") in TRANSIENT_CODES or status >= 500
-    return isinstance(e, (BotoConnectionError, HTTPClientError, IncompleteReadError))
-
-
 def reason(e: BaseException) -> str:
     """A short reason for the summary: the S3 error code, or the exception's message."""
     if isinstance(e, ClientError):
@@ -84,40 +84,27 @@ def reason(e: BaseException) -> str:
         code = err.get("Code", "?")
         return {"NoSuchKey": "missing on the server (NoSuchKey)", "404": "missing on the server (404)",
                 "403": "access denied (403)"}.get(code, f"{code}: {err.get('Message', '')}".rstrip(": "))
+    if isinstance(e, RetriesExceededError):
+        return f"gave up after every retry ({type(e.last_exception).__name__})"
     return str(e) or type(e).__name__
 
 
-def with_retries(fn: Callable[[], T], attempts: int = 5, base_delay: float = 0.5, max_delay: float = 20.0) -> T:
-    """Call ``fn``; retry transient failures with exponential backoff and full jitter."""
-    for attempt in range(attempts):
-        try:
-            return fn()
-        except Exception as e:
-            if attempt == attempts - 1 or not is_transient(e):
-                raise
-            delay = random.uniform(0, min(max_delay, base_delay * 2 ** attempt))
-            log.debug("retrying in %.2fs after %s", delay, reason(e))
-            time.sleep(delay)
-    raise AssertionError("unreachable")
-
-
-def list_objects(client, bucket: str, prefix: str, attempts: int = 5) -> Iterator[dict]:
-    """Every object under ``prefix`` (ListObjectsV2 pages, each retried on transient errors)."""
-    kwargs = {"Bucket": bucket, "Prefix": prefix}
-    while True:
-        page = with_retries(lambda: client.list_objects_v2(**kwargs), attempts)
+def list_objects(client, bucket: str, prefix: str) -> Iterator[dict]:
+    """Every object under ``prefix`` (ListObjectsV2 pages)."""
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         yield from page.get("Contents", [])
-        if not page.get("IsTruncated"):
-            return
-        kwargs["ContinuationToken"] = page["NextContinuationToken"]
 
 
-def check_reachable(client, fn: Callable[[], object], bucket: str) -> None:
-    """One request before a transfer, so that no network, no credentials or no bucket is one
-    clear error up front instead of thousands of identical failures."""
+def check_reachable(client, request: Callable[[object], object], bucket: str) -> None:
+    """One request before a transfer, so that no network, no credentials or no bucket is one clear
+    error up front instead of thousands of identical failures. ``request(c)`` makes it with ``c``: a
+    copy of ``client`` that gives up after a couple of tries, so an unreachable endpoint is said at once."""
     endpoint = client.meta.endpoint_url
+    quick = client.meta.config.merge(Config(retries={"max_attempts": PREFLIGHT_ATTEMPTS, "mode": "standard"}))
+    probe = boto3.session.Session().client("s3", endpoint_url=endpoint, region_name=client.meta.region_name,
+                                           config=quick)
     try:
-        with_retries(fn, attempts=2, base_delay=0.2)
+        request(probe)
     except NoCredentialsError:
         raise BincountError("no AWS credentials found: run `aws configure`, or set AWS_PROFILE or "
                             "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY") from None
@@ -184,7 +171,7 @@ def transfer_all(items: Iterable[T], name: Callable[[T], str], fn: Callable[[T],
         for fut in progress(as_completed(futures), total=len(futures), description=description):
             try:
                 sent = fut.result()
-            except (TransferError, ClientError, BotoCoreError, OSError) as e:
+            except TRANSFER_ERRORS as e:
                 summary.failed[name(futures[fut])] = reason(e)
                 continue
             if sent is None:

@@ -4,21 +4,19 @@ Idempotent: a file whose remote object has the same size and ETag is not sent ag
 an object S3 stored in one part is the MD5 of its bytes; of one stored in parts it is the MD5 of the
 parts' MD5s, "-" and the number of parts. Uploads here use fixed part sizes, so the expected ETag is
 computed locally (objects uploaded by other tools with other part sizes, or encrypted with SSE-KMS,
-are sent once more). Hidden files (temporary files, caches, state) are not uploaded.
+are sent once more). Hidden files (temporary files, caches, state) are not uploaded. Retries are
+botocore's (see bincount.data.s3).
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
 from pathlib import Path
 
-from boto3.exceptions import S3UploadFailedError
 from boto3.s3.transfer import TransferConfig
 
-from bincount.data.s3 import (Transient, TransferSummary, check_reachable, list_objects, parse_s3_uri, s3_client,
-                              transfer_all, with_retries)
+from bincount.data.s3 import TransferSummary, check_reachable, list_objects, parse_s3_uri, s3_client, transfer_all
 from bincount.errors import BincountError
 
 PART_SIZE = 64 * 1024 * 1024  # one part up to this size; larger files go in parts of this size
@@ -47,26 +45,23 @@ def local_files(root: Path) -> dict[str, Path]:
     return files
 
 
-def remote_objects(client, bucket: str, prefix: str, attempts: int = 5) -> dict[str, tuple[int, str]]:
+def remote_objects(client, bucket: str, prefix: str) -> dict[str, tuple[int, str]]:
     """Key -> (size, ETag) of every object under ``prefix``."""
     return {o["Key"]: (o["Size"], o["ETag"].strip('"'))
-            for o in list_objects(client, bucket, f"{prefix}/" if prefix else "", attempts)}
+            for o in list_objects(client, bucket, f"{prefix}/" if prefix else "")}
 
 
 def _put(client, path: Path, bucket: str, key: str, size: int, part_size: int) -> None:
-    if size <= part_size:  # one request; its errors are S3's own, which with_retries understands
+    if size <= part_size:  # one request (botocore rewinds the file to retry it)
         with path.open("rb") as f:
             client.put_object(Bucket=bucket, Key=key, Body=f)
         return
     config = TransferConfig(multipart_threshold=part_size, multipart_chunksize=part_size, use_threads=False)
-    try:
-        client.upload_file(str(path), bucket, key, Config=config)
-    except S3UploadFailedError as e:  # a part failed: worth another try of the whole file
-        raise Transient(str(e)) from e
+    client.upload_file(str(path), bucket, key, Config=config)  # each part retried by botocore
 
 
 def upload(local: str | Path, uri: str, endpoint_url: str | None = None, workers: int = 16, delete: bool = False,
-           attempts: int = 5, client=None, part_size: int = PART_SIZE) -> TransferSummary:
+           client=None, part_size: int = PART_SIZE) -> TransferSummary:
     """Send every file under ``local`` that differs from its object under ``uri``; with ``delete``
     also remove objects under ``uri`` that have no local file."""
     local = Path(local)
@@ -74,17 +69,17 @@ def upload(local: str | Path, uri: str, endpoint_url: str | None = None, workers
         raise BincountError(f"upload: {local} is not a folder; prepare one first (bincount prepare SRC OUT)")
     bucket, prefix = parse_s3_uri(uri)
     client = client or s3_client(endpoint_url, workers=workers)
-    check_reachable(client, lambda: client.list_objects_v2(Bucket=bucket, MaxKeys=1), bucket)
+    check_reachable(client, lambda c: c.list_objects_v2(Bucket=bucket, MaxKeys=1), bucket)
     files = local_files(local)
     key_of = {name: f"{prefix}/{name}" if prefix else name for name in files}
-    remote = remote_objects(client, bucket, prefix, attempts)
+    remote = remote_objects(client, bucket, prefix)
 
     def send(name: str) -> int | None:
         path, key = files[name], key_of[name]
         size = path.stat().st_size
         if remote.get(key) == (size, local_etag(path, part_size)):
             return None
-        with_retries(lambda: _put(client, path, bucket, key, size, part_size), attempts)
+        _put(client, path, bucket, key, size, part_size)
         return size
 
     summary = TransferSummary("uploaded", extra={"destination": f"s3://{bucket}/{prefix}",
@@ -94,29 +89,6 @@ def upload(local: str | Path, uri: str, endpoint_url: str | None = None, workers
     if delete and extra:
         for i in range(0, len(extra), 1000):
             batch = {"Objects": [{"Key": k} for k in extra[i:i + 1000]], "Quiet": True}
-            with_retries(lambda: client.delete_objects(Bucket=bucket, Delete=batch), attempts)
+            client.delete_objects(Bucket=bucket, Delete=batch)
     summary.extra["deleted" if delete else "remote_only"] = len(extra)
     return summary
-
-
-def _run(args: argparse.Namespace) -> int:
-    summary = upload(args.local, args.uri, args.endpoint_url, args.workers, args.delete, args.attempts)
-    lines = summary.lines()
-    if summary.extra.get("remote_only"):
-        lines.append(f"{summary.extra['remote_only']} object(s) under {args.uri} have no local file "
-                     "(--delete removes them)")
-    elif summary.extra.get("deleted"):
-        lines.append(f"deleted {summary.extra['deleted']} object(s) that have no local file")
-    print("\n".join(lines))
-    return 0 if summary.ok else 1
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("upload", help="sync a prepared dataset folder to s3://bucket/prefix (SageMaker channels)")
-    p.add_argument("local", help="the folder to send, e.g. what `bincount prepare` wrote")
-    p.add_argument("uri", help="s3://bucket/prefix")
-    p.add_argument("--endpoint-url", help="an S3-compatible server (default: AWS_ENDPOINT_URL_S3, else AWS)")
-    p.add_argument("--delete", action="store_true", help="also delete objects under the prefix with no local file")
-    p.add_argument("--workers", type=int, default=16, help="parallel transfers")
-    p.add_argument("--attempts", type=int, default=5, help="tries per file on transient errors, with backoff")
-    p.set_defaults(func=_run)

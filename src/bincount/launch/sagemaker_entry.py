@@ -1,6 +1,7 @@
 """Inside a SageMaker training job: turn the job's hyperparameters back into the Hydra overrides of
 the command that launched it, map the container's environment onto config (data channel, model dir,
-checkpoints, nodes for DDP) and run train.py's main, so every host trains with the identical config.
+checkpoints, nodes for DDP) and run the training app (bincount.cli.train), so every host trains with the
+identical config.
 
 Multi-node DDP without SageMaker's ``distribution`` (refused on CPU instances): one process per host;
 the node rank is the host's place in ``SM_HOSTS``, the rendezvous is ``MASTER_ADDR``/``MASTER_PORT``
@@ -13,13 +14,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import runpy
 import shutil
 import sys
 from pathlib import Path
 from typing import Mapping
 
 from bincount.errors import BincountError
+from bincount import layout
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ class Node:
         devices = max(self.gpus, 1)
         if len(self.hosts) > 1 or devices > 1:
             out += [f"trainer.num_nodes={len(self.hosts)}", f"trainer.devices={devices}", "trainer.strategy=ddp"]
-        last = self.checkpoint_dir / "last.ckpt"
+        last = self.checkpoint_dir / layout.LAST_CHECKPOINT
         if last.is_file():  # a spot interruption: SageMaker restored the checkpoints, go on from there
             out.append(f"ckpt_path={last}")
         return out
@@ -86,10 +87,10 @@ class Node:
 def keep_best_checkpoint(node: Node) -> None:
     """Put the best checkpoint beside metrics.json in the model dir, so the unpacked model.tar.gz is a
     run directory like a local one (``eval.py ckpt_path=RUN/checkpoints/best.ckpt`` works on it)."""
-    best = node.checkpoint_dir / "best.ckpt"
+    best = node.checkpoint_dir / layout.BEST_CHECKPOINT
     if node.rank == 0 and best.is_file():
-        (node.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-        shutil.copy2(best, node.run_dir / "checkpoints" / "best.ckpt")
+        layout.best_checkpoint(node.run_dir).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(best, layout.best_checkpoint(node.run_dir))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -102,10 +103,12 @@ def main(argv: list[str] | None = None) -> None:
             os.environ.setdefault(key, value)
     overrides = overrides_from_args(argv) + node.overrides()
     print(f"bincount: host {node.host} = node {node.rank} of {len(node.hosts)}, "
-          f"rendezvous {os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}, overrides {overrides}", flush=True)
-    train_py = Path(__file__).resolve().parents[3] / "train.py"  # shipped in the job's source dir
-    # Run train.py as the main script with the overrides as its command line: Hydra composes exactly
-    # as for a local run, and Lightning re-runs train.py (not this shim) to start one process per GPU.
-    sys.argv = [str(train_py), *overrides]
-    runpy.run_path(str(train_py), run_name="__main__")
+          f"rendezvous {os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}, overrides {overrides}, "
+          f"bincount from {Path(__file__).resolve().parents[1]}", flush=True)
+    from bincount.cli import train
+
+    # The training app with the overrides as its command line: Hydra composes exactly as for a local run,
+    # and Lightning re-runs sys.argv[0] (the app's file, not this shim) to start one process per GPU.
+    sys.argv = [train.__file__, *overrides]
+    train.main()
     keep_best_checkpoint(node)

@@ -3,7 +3,7 @@
 The search space of the hparams_search config (Hydra sweep syntax, the same one Optuna reads locally)
 becomes the parameter ranges of one SageMaker HyperparameterTuner job; every trial is a training job
 built by the SageMaker launcher (conf/launcher/sagemaker.yaml) with the command line's other overrides
-as fixed hyperparameters. Trials print their metric (bincount.sweeps.ObjectiveLog), which the tuner
+as fixed hyperparameters. Trials print their metric (bincount.callbacks.objective_log.ObjectiveLog), which the tuner
 reads from the job logs. With ``launcher.dry_run=true`` the SDK builds and botocore validates the
 CreateHyperParameterTuningJob request, which is written to the sweep folder and not sent.
 """
@@ -21,18 +21,18 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from bincount.errors import BincountError
-from bincount.launch.sagemaker import PLACEHOLDER_ACCOUNT, capture_request, job_hyperparameters, pack_source
+from bincount.launch.sagemaker import SageMakerLauncher, job_hyperparameters
+from bincount.layout import SAGEMAKER_TUNING_JOB, SAGEMAKER_TUNING_REQUEST, SWEEP_SUMMARY
+from bincount.objective import direction
+from bincount.sweeps import render_markdown
 
 log = logging.getLogger(__name__)
-
-REQUEST_NAME = "sagemaker_tuning_request.json"
-JOB_NAME = "sagemaker_tuning_job.json"
 # overrides that make this process a sweep; a trial in the container is a plain run
 NOT_FOR_TRIALS = ("hparams_search",)
 
 
 def metric_definitions(metric: str) -> list[dict[str, str]]:
-    """Regexes for the lines bincount.sweeps.ObjectiveLog prints: the metric per validation and its best."""
+    """Regexes for the lines bincount.callbacks.objective_log.ObjectiveLog prints: the metric per validation and its best."""
     number = r"([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"
     return [{"Name": metric, "Regex": f"bincount: {re.escape(metric)}={number}"},
             {"Name": f"{metric}_best", "Regex": f"bincount: {re.escape(metric)}_best={number}"}]
@@ -71,77 +71,62 @@ def split_search(params: dict[str, str], arguments: list[str]) -> tuple[dict[str
     return ranges, fixed
 
 
-def _capture(session, tuner, channels, name: str) -> dict:
-    """The CreateHyperParameterTuningJob request, built and validated, not sent (as the launcher's dry run)."""
-    return capture_request(session, "CreateHyperParameterTuningJob", {"HyperParameterTuningJobArn": "dry-run"},
-                           lambda: tuner.fit(channels, job_name=name, wait=False))
-
-
-def tune(cfg: DictConfig, arguments: list[str], params: dict | None = None, direction: str = "maximize",
-         n_trials: int = 20, max_parallel_jobs: int = 2, strategy: str = "Bayesian", early_stopping: str = "Off",
-         base_tuning_job_name: str = "bincount-hpo", **optuna_only: Any) -> dict:
+def tune(cfg: DictConfig, arguments: list[str], *, params: dict | None, n_trials: int, max_parallel_jobs: int,
+         strategy: str, early_stopping: str, base_tuning_job_name: str, **optuna_only: Any) -> dict:
     """Build (and unless dry_run, submit) one HyperparameterTuner job; returns its request or description.
-    Settings that only Optuna understands (sampler, storage, n_jobs, ...) are ignored."""
+    The objective is ``optimized_metric``, maximised or minimised as ``optimized_mode`` says (the sweeper's
+    ``direction`` follows it). The settings are conf/hydra/sweeper/search_on_sagemaker.yaml's (and the
+    search's); those only Optuna understands (sampler, storage, ...) are ignored."""
     from sagemaker.tuner import HyperparameterTuner
     from sagemaker.utils import name_from_base
 
-    launcher = instantiate(cfg.launcher)
+    launcher: SageMakerLauncher = instantiate(cfg.launcher)
     out = Path(cfg.hydra.sweep.dir)
     out.mkdir(parents=True, exist_ok=True)
     ranges, fixed = split_search(dict(params or {}), arguments)
     fixed = [o for o in fixed if o.split("=", 1)[0].lstrip("+~") not in NOT_FOR_TRIALS]
     # the trial runs train.py without hparams_search: carry over what the search config set for trials
-    fixed += [f"optimized_metric={cfg.optimized_metric}", f"test={str(bool(cfg.test)).lower()}"]
+    fixed += [f"optimized_metric={cfg.optimized_metric}", f"optimized_mode={cfg.optimized_mode}",
+              f"test={str(bool(cfg.test)).lower()}"]
     static = job_hyperparameters(fixed)
 
-    boto, session, has_credentials = launcher._sessions()
-    account = launcher._account(boto, has_credentials)
-    bucket = launcher.bucket or (f"sagemaker-{boto.region_name}-{account}" if launcher.dry_run
-                                 else session.default_bucket())
-    role = launcher._role(account)
+    sm = launcher.session()
     name = name_from_base(base_tuning_job_name, short=True)
-    launcher.job_name = launcher.job_name or name
-    s3_root = f"s3://{bucket}/{launcher.prefix}"
-    source = pack_source(out / "sourcedir.tar.gz")
-    source_key = f"{launcher.prefix}/code/{name}/sourcedir.tar.gz"
-    estimator = launcher.estimator(static, role, s3_root, f"s3://{bucket}/{source_key}", session)
+    source, source_key = launcher.source(sm, out, name)
+    estimator = launcher.estimator(static, sm, f"s3://{sm.bucket_name}/{source_key}", name)
     # Each trial starts fresh: with one checkpoint prefix for all, a trial would resume from another's last.ckpt.
     estimator.checkpoint_s3_uri = None
     tuner = HyperparameterTuner(
         estimator, objective_metric_name=f"{cfg.optimized_metric}_best", hyperparameter_ranges=ranges,
         metric_definitions=metric_definitions(cfg.optimized_metric), strategy=strategy,
-        objective_type="Minimize" if "min" in str(direction).lower() else "Maximize",
+        objective_type=direction(cfg.optimized_mode).capitalize(),
         max_jobs=int(n_trials), max_parallel_jobs=int(max_parallel_jobs), early_stopping_type=early_stopping,
         base_tuning_job_name=base_tuning_job_name)
-    channels = launcher._channels(s3_root)
+    channels = launcher.channels(sm)
+
+    def submit():
+        tuner.fit(channels, job_name=name, wait=False)
 
     if launcher.dry_run:
-        request = _capture(session, tuner, channels, name)
-        (out / REQUEST_NAME).write_text(json.dumps(request, indent=2))
-        print(json.dumps(request, indent=2))
-        if not has_credentials:
-            print(f"dry run: no AWS credentials, so account {PLACEHOLDER_ACCOUNT} and the role are placeholders; "
-                  "nothing was uploaded or submitted")
-        log.info("dry run: CreateHyperParameterTuningJob request for %s written to %s", name, out / REQUEST_NAME)
+        request = sm.capture(sm.sdk.sagemaker_client, "CreateHyperParameterTuningJob",
+                             {"HyperParameterTuningJobArn": "dry-run"}, submit)
+        sm.write_dry_run(request, out / SAGEMAKER_TUNING_REQUEST, f"CreateHyperParameterTuningJob of {name}")
         return request
 
-    boto.client("s3").upload_file(str(source), bucket, source_key)
-    tuner.fit(channels, job_name=name, wait=False)
-    job = session.sagemaker_client.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)
-    (out / JOB_NAME).write_text(json.dumps(job, indent=2, default=str))
-    region = boto.region_name
-    log.info("submitted SageMaker tuning job %s (%d trials, %d at once): https://%s.console.aws.amazon.com/"
-             "sagemaker/home?region=%s#/hyper-tuning-jobs/%s", name, n_trials, max_parallel_jobs, region, region, name)
-    if launcher.wait:
+    sm.upload(source, source_key)
+    submit()
+    job = sm.sdk.sagemaker_client.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)
+    (out / SAGEMAKER_TUNING_JOB).write_text(json.dumps(job, indent=2, default=str))
+    log.info("submitted SageMaker tuning job %s (%d trials, %d at once): %s", name, n_trials, max_parallel_jobs,
+             sm.console("hyper-tuning-jobs", name))
+    if launcher.job.wait:
         tuner.wait()
-        write_tuning_summary(session, name, out, cfg.optimized_metric)
+        write_tuning_summary(sm.sdk, name, out, cfg.optimized_metric)
     return job
 
 
 def write_tuning_summary(session, name: str, out: Path, metric: str) -> dict:
     """The finished tuning job's trials in the format of a local sweep's summary (sweep_summary.json/.md)."""
-    from bincount.sweeps import SUMMARY_NAME, render_markdown
-
     client, trials, token = session.sagemaker_client, [], None
     while True:
         page = client.list_training_jobs_for_hyper_parameter_tuning_job(
@@ -168,6 +153,6 @@ def write_tuning_summary(session, name: str, out: Path, metric: str) -> dict:
         summary["best"] = {"trial": best["trial"], "value": best["value"], "dir": best["dir"],
                            "params": best["overrides"], "command": "python train.py " + " ".join(
                                f"{k}={v}" for k, v in best["overrides"].items())}
-    (out / f"{SUMMARY_NAME}.json").write_text(json.dumps(summary, indent=2, default=str))
-    (out / f"{SUMMARY_NAME}.md").write_text(render_markdown(summary))
+    (out / f"{SWEEP_SUMMARY}.json").write_text(json.dumps(summary, indent=2, default=str))
+    (out / f"{SWEEP_SUMMARY}.md").write_text(render_markdown(summary))
     return summary

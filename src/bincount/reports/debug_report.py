@@ -4,7 +4,6 @@ per-layer weight and gradient statistics, as one PNG, from either the in-process
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from collections import defaultdict
@@ -18,8 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bincount.errors import BincountError  # noqa: E402
-
-PNG_NAME = "report.png"
+from bincount.layout import DEBUG_LOSSES, DEBUG_PLOT, DEBUG_REPORT, DEBUG_TENSORS, DEBUGGER_DIR  # noqa: E402
 
 
 @dataclass
@@ -45,16 +43,14 @@ class DebugData:
 
 def load_local(debugger_dir: str | Path) -> DebugData:
     """The in-process debugger's records (``tensors.jsonl``, ``losses.jsonl``, ``report.json``)."""
-    from bincount.monitor.debugger import LOSSES_NAME, REPORT_NAME, TENSORS_NAME
-
     d = Path(debugger_dir)
     data = DebugData(source=str(d))
-    for line in _lines(d / LOSSES_NAME):
+    for line in _lines(d / DEBUG_LOSSES):
         data.losses[line["mode"]].append((line["step"], line["loss"]))
-    for line in _lines(d / TENSORS_NAME):
+    for line in _lines(d / DEBUG_TENSORS):
         data.tensors[line["collection"]][line["name"]].append((line["step"], line))
-    if (d / REPORT_NAME).is_file():
-        data.rules = json.loads((d / REPORT_NAME).read_text())["rules"]
+    if (d / DEBUG_REPORT).is_file():
+        data.rules = json.loads((d / DEBUG_REPORT).read_text())["rules"]
     return data
 
 
@@ -174,32 +170,15 @@ def plot_debug(data: DebugData, path: str | Path) -> Path:
 # -- command --------------------------------------------------------------------------------------
 def load(path: str) -> tuple[DebugData, Path]:
     """Records and the default PNG path for a run dir, a debugger dir, an smdebug trial or an S3 URI."""
-    from bincount.monitor.debugger import TENSORS_NAME
-
     if path.startswith("s3://"):
         return load_smdebug(path), Path("debug_report.png")
     p = Path(path)
     if not p.exists():
         raise BincountError(f"debug-report: no such run directory or trial {p}")
-    for d in (p / "debugger", p):
-        if (d / TENSORS_NAME).is_file():
-            return load_local(d), d / PNG_NAME
+    for d in (p / DEBUGGER_DIR, p):
+        if (d / DEBUG_TENSORS).is_file():
+            return load_local(d), d / DEBUG_PLOT
     if (p / "index").is_dir() or (p / "events").is_dir():
         return load_smdebug(str(p)), p / "debug_report.png"
-    raise BincountError(f"debug-report: {p} holds neither debugger records (debugger/{TENSORS_NAME}) nor an "
+    raise BincountError(f"debug-report: {p} holds neither debugger records (debugger/{DEBUG_TENSORS}) nor an "
                         "smdebug trial (index/, events/); pass a run directory or a job's debug-output")
-
-
-def _run(args: argparse.Namespace) -> int:
-    data, out = load(args.path)
-    out = plot_debug(data, args.out or out)
-    print(json.dumps({**data.summary(), "steps": len(data.summary()["steps"]), "plot": str(out)}, indent=2))
-    return 0
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("debug-report", help="plot losses and per-layer weight/gradient statistics of a run "
-                                            "(debugger records) or of a SageMaker Debugger trial (local or s3://)")
-    p.add_argument("path", help="a run directory, its debugger/ folder, an smdebug trial folder or s3:// URI")
-    p.add_argument("--out", help="PNG to write (default: beside the records; ./debug_report.png for S3)")
-    p.set_defaults(func=_run)

@@ -11,45 +11,31 @@ endpoint never unpickles), an ONNX graph checked against PyTorch, and the SageMa
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import logging
 import tarfile
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from bincount.errors import BincountError
+from bincount.data.sources import find_images
 from bincount.serve.predictor import (HPARAMS_NAME, ONNX_NAME, WEIGHTS_NAME, OnnxPredictor, TorchPredictor,
-                                      load_predictor)
+                                      export_onnx, load_predictor)
+
+__all__ = ["export_model", "export_onnx", "parity", "write_model_tar"]
 
 log = logging.getLogger(__name__)
 
 TAR_NAME = "model.tar.gz"
 PARITY_NAME = "parity.json"
-OPSET = 17
 # What the SageMaker PyTorch container installs before importing code/inference.py.
 ENDPOINT_REQUIREMENTS = ["timm>=1.0", "safetensors>=0.4", "rich>=13"]
 ENTRY_POINT = "inference.py"
 ENTRY_SOURCE = '"""SageMaker entry point: bincount\'s handler functions."""\n' \
                "from bincount.serve.handler import input_fn, model_fn, output_fn, predict_fn  # noqa: F401\n"
-
-
-def export_onnx(predictor: TorchPredictor, path: str | Path) -> Path:
-    """Trace the network to ONNX with a dynamic batch axis."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    dummy = torch.zeros(2, 3, predictor.image_size, predictor.image_size)
-    with warnings.catch_warnings():
-        # The TorchScript-based exporter: no extra dependency (the torch.export one needs onnxscript).
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(predictor.model, (dummy,), str(path), dynamo=False, opset_version=OPSET,
-                          input_names=["images"], output_names=["logits"],
-                          dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}})
-    return path
 
 
 def parity(reference: TorchPredictor, candidate: OnnxPredictor, batch: torch.Tensor) -> dict:
@@ -75,8 +61,6 @@ def export_model(model: str | Path, out: str | Path, onnx: bool = False, parity_
     if onnx:
         onnx_path = export_onnx(predictor, out / ONNX_NAME)
         if parity_images:
-            from bincount.predict import find_images
-
             batch = torch.stack([predictor.load(p) for p in find_images(parity_images)[:64]])
         else:
             log.warning("no --parity-images: checking ONNX parity on random inputs, not real images")
@@ -116,21 +100,3 @@ def write_model_tar(folder: Path, tar_path: Path) -> Path:
         _add_bytes(tar, "code/requirements.txt", "\n".join(requirements).encode() + b"\n")
         tar.add(package, arcname="code/bincount", filter=lambda i: None if "__pycache__" in i.name else i)
     return tar_path
-
-
-def _export(args: argparse.Namespace) -> int:
-    written = export_model(args.model, args.out, onnx=args.onnx, parity_images=args.parity_images,
-                           sagemaker=args.sagemaker)
-    print(json.dumps(written, indent=2))
-    return 0
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="export a checkpoint for serving: safetensors + JSON, ONNX, SageMaker tarball")
-    p.add_argument("model", help="RUN/checkpoints/best.ckpt (or an exported folder)")
-    p.add_argument("--out", required=True, help="folder to write the exported model into")
-    p.add_argument("--onnx", action="store_true", help="also write model.onnx and check it against PyTorch")
-    p.add_argument("--parity-images", nargs="+", metavar="PATH",
-                   help="images or folders for the ONNX parity check (default: random inputs)")
-    p.add_argument("--sagemaker", action="store_true", help="also write model.tar.gz for a SageMaker endpoint")
-    p.set_defaults(func=_export)

@@ -32,6 +32,7 @@ except ImportError:
 IMAGE_TYPES = ("image/jpeg", "image/png", "application/x-image")
 JSON_TYPE = "application/json"
 ACCEPTED = ", ".join(IMAGE_TYPES + (JSON_TYPE,))
+MAX_IMAGES = 64  # images per JSON request; BINCOUNT_MAX_IMAGES overrides
 
 
 class RequestError(_ToolkitError):
@@ -79,7 +80,7 @@ def _from_json(body: bytes) -> list[bytes]:
         raise RequestError(400, 'JSON must be {"image": "<base64>"} or {"images": ["<base64>", ...]}')
     if not items:
         raise RequestError(400, '"images" is empty; send at least one base64 image')
-    if len(items) > _limit("BINCOUNT_MAX_IMAGES", 64):
+    if len(items) > _limit("BINCOUNT_MAX_IMAGES", MAX_IMAGES):
         raise RequestError(413, f"{len(items)} images in one request, over BINCOUNT_MAX_IMAGES; split the batch")
     decoded = []
     for i, item in enumerate(items):

@@ -7,10 +7,8 @@ sizing a server on this machine, not for sending traffic elsewhere.
 
 from __future__ import annotations
 
-import argparse
 import http.client
 import ipaddress
-import json
 import socket
 import threading
 import time
@@ -79,23 +77,3 @@ def load_test(url: str, bodies: list[tuple[bytes, str]], requests: int = 1000, c
             "throughput_rps": round(requests / seconds, 2),
             "latency_ms": {q: round(float(np.percentile(ms, p)), 2) for q, p in
                            (("p50", 50), ("p90", 90), ("p99", 99), ("max", 100))}}
-
-
-def _loadtest(args: argparse.Namespace) -> int:
-    from bincount.predict import find_images
-
-    images = find_images(args.images)[: args.distinct]
-    bodies = [(p.read_bytes(), CONTENT_TYPES.get(p.suffix.lower(), "application/x-image")) for p in images]
-    result = load_test(args.url, bodies, args.requests, args.concurrency)
-    print(json.dumps(result, indent=2))
-    return 0 if result["errors"] == 0 else 1
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("loadtest", help="a bounded load test of a local inference server: latency and throughput")
-    p.add_argument("url", help="e.g. http://127.0.0.1:8080 (loopback only)")
-    p.add_argument("images", nargs="+", help="image files or folders to send")
-    p.add_argument("--requests", type=int, default=1000)
-    p.add_argument("--concurrency", type=int, default=8)
-    p.add_argument("--distinct", type=int, default=64, help="how many different images to cycle through")
-    p.set_defaults(func=_loadtest)

@@ -14,6 +14,7 @@ import json
 import logging
 import tempfile
 import threading
+import warnings
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Sequence
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 HPARAMS_NAME = "bincount.json"
 WEIGHTS_NAME = "model.safetensors"
 ONNX_NAME = "model.onnx"
+OPSET = 17
 BACKENDS = ("torch", "onnx")
 # What a served model needs to rebuild itself; the rest of a checkpoint's hyper-parameters is training.
 SERVED_HPARAMS = ("backbone", "classes", "image_size", "channels_last", "tta", "temperature")
@@ -137,6 +139,20 @@ class OnnxPredictor(Predictor):
         return self.session.run(None, {self.input_name: x.numpy()})[0]
 
 
+def export_onnx(predictor: TorchPredictor, path: str | Path) -> Path:
+    """Trace the network to ONNX with a dynamic batch axis."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    dummy = torch.zeros(2, 3, predictor.image_size, predictor.image_size)
+    with warnings.catch_warnings():
+        # The TorchScript-based exporter: no extra dependency (the torch.export one needs onnxscript).
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(predictor.model, (dummy,), str(path), dynamo=False, opset_version=OPSET,
+                          input_names=["images"], output_names=["logits"],
+                          dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}})
+    return path
+
+
 # -- reading model files ------------------------------------------------------------------------
 def read_checkpoint(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
     """Hyper-parameters and backbone state dict of a Lightning checkpoint written by train.py."""
@@ -196,8 +212,6 @@ def load_predictor(path: str | Path, backend: str = "torch", threads: int = 0) -
     torch_predictor = TorchPredictor(hparams, state)
     if backend == "torch":
         return torch_predictor
-    from bincount.serve.export import export_onnx
-
     log.info("exporting %s to ONNX for ONNX Runtime (`bincount export --onnx` saves this step)", path)
     with tempfile.TemporaryDirectory(prefix="bincount-onnx-") as tmp:  # the session keeps the graph in memory
         return OnnxPredictor(hparams, export_onnx(torch_predictor, Path(tmp) / ONNX_NAME), threads)

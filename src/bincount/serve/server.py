@@ -8,16 +8,14 @@ JSON ``{"error": ...}`` with a 4xx status, and the server keeps serving.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import os
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from bincount.serve import handler
 from bincount.serve.batching import BatchingPredictor
-from bincount.serve.predictor import BACKENDS, Predictor, load_predictor
+from bincount.serve.predictor import Predictor
 
 log = logging.getLogger(__name__)
 
@@ -138,34 +136,3 @@ def start_server(model: Predictor, host: str = "127.0.0.1", port: int = 0, max_b
                  max_batch: int = 32, max_wait_ms: float = 0.0) -> InferenceServer:
     """Serve ``model`` in a background thread (port 0: a free port; see ``server.url``)."""
     return InferenceServer((host, port), BatchingPredictor(model, max_batch, max_wait_ms), max_body_bytes).start()
-
-
-def _serve(args: argparse.Namespace) -> int:
-    os.environ["BINCOUNT_MAX_IMAGES"] = str(args.max_images)
-    model = load_predictor(args.model, args.backend)
-    server = InferenceServer((args.host, args.port), BatchingPredictor(model, args.max_batch, args.max_wait_ms),
-                             int(args.max_body_mb * 1024 * 1024))
-    print(f"serving {args.model} ({model.backend}, counts {model.classes}) on {server.url}: "
-          "GET /ping, POST /invocations; Ctrl-C stops", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-        server.model.close()
-    return 0
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("serve", help="serve a model over HTTP as a SageMaker container does (/ping, /invocations)")
-    p.add_argument("model", help="RUN/checkpoints/best.ckpt, a `bincount export` folder, or model.onnx")
-    p.add_argument("--backend", choices=BACKENDS, default="torch")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8080, help="SageMaker containers listen on 8080")
-    p.add_argument("--max-body-mb", type=float, default=DEFAULT_MAX_BODY / 2**20, help="larger bodies get 413")
-    p.add_argument("--max-images", type=int, default=64, help="images per JSON request; more get 413")
-    p.add_argument("--max-batch", type=int, default=32, help="images per forward pass across concurrent requests")
-    p.add_argument("--max-wait-ms", type=float, default=0.0,
-                   help="how long a pass waits for more requests (0: take what is queued)")
-    p.set_defaults(func=_serve)

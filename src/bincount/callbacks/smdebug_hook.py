@@ -1,7 +1,7 @@
 """SageMaker Debugger inside a training job: a Lightning callback that registers smdebug's hook on the
 model when the job carries a debugger hook config (the platform writes it to
 ``/opt/ml/input/config/debughookconfig.json`` from the request's DebugHookConfig). Anywhere else it
-does nothing; ``bincount.monitor.debugger.LocalDebugger`` records the same collections everywhere.
+does nothing; ``bincount.callbacks.debugger.LocalDebugger`` records the same collections everywhere.
 
 smdebug's hook then saves the collections the config asks for (weights, biases, gradients, losses)
 every ``save_interval`` steps, as a trial that SageMaker's rules read and ``bincount debug-report``
