@@ -26,8 +26,7 @@ def _predict(args: argparse.Namespace) -> int:
 
 def _reconcile(args: argparse.Namespace) -> int:
     from bincount.errors import BincountError
-    from bincount.inventory import (MATCH, Threshold, calibrate, read_expected, reconcile, summarize,
-                                    write_decisions)
+    from bincount.inventory import MATCH, Threshold, calibrate, read_expected, reconcile, summarize, write_decisions
     from bincount.predict import read_predictions
 
     predictions = read_predictions(args.predictions)
