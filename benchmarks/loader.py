@@ -83,7 +83,7 @@ def loader_rows(src: Path, records: list[BinRecord], packed: dict[int, Path], ro
                    for name, ds in datasets.items()}
         for name, loader in loaders.items():  # warm-up: start workers, fill the page cache
             _epoch(loader, augment if name == "packed" else None)
-        rates = interleaved({name: (lambda l=loader, n=name: _epoch(l, augment if n == "packed" else None))
+        rates = interleaved({name: (lambda ld=loader, n=name, a=augment: _epoch(ld, a if n == "packed" else None))
                              for name, loader in loaders.items()}, rounds)
         details = {"images": len(records), "batch_size": batch_size, "workers": workers, "rounds": rates}
         naive = median(rates["naive"])

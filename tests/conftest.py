@@ -10,7 +10,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-from helpers.synthetic_abid import make_synthetic_abid
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -18,6 +17,7 @@ from omegaconf import open_dict
 
 from bincount.config import CONFIG_PACKAGE, config_file
 from bincount.paths import PROJECT_ROOT, shared_abid
+from helpers.synthetic_abid import make_synthetic_abid
 
 CONF_DIR = config_file()  # the configs as the apps load them (bincount.conf: the checkout's conf/)
 os.environ.setdefault("BINCOUNT_NO_PROGRESS", "1")

@@ -67,7 +67,7 @@ def test_datamodule_writes_data_report_and_loads_only_good_images(dev224, tmp_pa
     assert n == len(ids) - len(bad)
     seen = 0
     for split in ("train", "val", "test"):
-        for x, y in dm.dataset(split):
+        for x, _ in dm.dataset(split):
             assert x.shape == (3, 32, 32)
             seen += 1
     assert seen == n

@@ -13,8 +13,8 @@ EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_every_experiment_composes_and_instantiates(experiment, tmp_path, small_abid):
-    cfg = compose_cfg("train", [f"experiment={experiment}", f"data.root={small_abid}", "model.pretrained=false"],
+def test_every_experiment_composes_and_instantiates(experiment, tmp_path, synthetic_abid):
+    cfg = compose_cfg("train", [f"experiment={experiment}", f"data.root={synthetic_abid}", "model.pretrained=false"],
                       tmp_path)
     assert cfg.paths.output_dir == str(tmp_path)
     dm = instantiate(cfg.data)
@@ -34,7 +34,26 @@ def test_mission_recipe_is_the_capstones(tmp_path):
     assert cfg.model.optimizer._target_ == "torch.optim.Adam"
 
 
-@pytest.mark.parametrize("group", ["logger", "trainer", "callbacks", "launcher"])
+def test_debug_presets_win_over_an_experiment(tmp_path):
+    tiny = compose_cfg("train", ["experiment=resnet50", "debug=tiny"], tmp_path)
+    assert (tiny.model.backbone, tiny.data.image_size, tiny.trainer.accelerator) == ("resnet10t", 32, "cpu")
+    assert tiny.callbacks.rich_progress_bar is None and tiny.trainer.max_epochs == 10  # the rest is the recipe's
+    both = compose_cfg("train", ["debug=[tiny,fdr]"], tmp_path)
+    assert both.trainer.fast_dev_run is True and both.model.backbone == "resnet10t"
+    assert compose_cfg("eval", ["ckpt_path=x.ckpt", "debug=tiny"], tmp_path).trainer.accelerator == "cpu"
+
+
+def test_one_optimisation_direction_for_checkpoints_and_sweeps(tmp_path):
+    cfg = compose_cfg("train", ["hparams_search=optuna"], tmp_path)
+    assert (cfg.callbacks.model_checkpoint.mode, cfg.hydra.sweeper.direction) == ("max", "maximize")
+    cfg = compose_cfg("train", ["hparams_search=optuna", "optimized_metric=val/mae", "optimized_mode=min"], tmp_path)
+    checkpoint = instantiate(cfg.callbacks.model_checkpoint)
+    assert (checkpoint.monitor, checkpoint.mode, cfg.hydra.sweeper.direction) == ("val/mae", "min", "minimize")
+    with pytest.raises(Exception, match="optimized_mode: 'lowest' is neither max nor min"):
+        _ = compose_cfg("train", ["hparams_search=optuna", "optimized_mode=lowest"], tmp_path).hydra.sweeper.direction
+
+
+@pytest.mark.parametrize("group", ["logger", "trainer", "callbacks", "launcher", "debug"])
 def test_every_group_option_composes(group, tmp_path):
     for option in sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml")):
         cfg = compose_cfg("train", [f"{group}={option}"], tmp_path)

@@ -10,8 +10,8 @@ from datetime import datetime, timedelta, timezone
 import boto3
 import pytest
 
-from bincount.cli import main as cli
 from bincount.aws.cloudwatch import CLOUDWATCH_NAMESPACE
+from bincount.cli import main as cli
 from bincount.reports.sizing import load_prices
 
 ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"

@@ -21,8 +21,13 @@ from bincount.data.dataset import BinImageDataset
 from bincount.data.records import read_abid
 from bincount.data.transforms import eval_transform
 from bincount.model.counter import build_backbone
-from bincount.monitor.rules import (LossNotDecreasing, PoorWeightInitialization, VanishingGradient, build_rules,
-                                   tensor_stats)
+from bincount.monitor.rules import (
+    LossNotDecreasing,
+    PoorWeightInitialization,
+    VanishingGradient,
+    build_rules,
+    tensor_stats,
+)
 from bincount.paths import PROJECT_ROOT
 from bincount.training import train
 from conftest import TINY, compose_cfg, ids_by_count, make_abid_slice
@@ -182,7 +187,7 @@ def test_initialization_and_vanishing_gradient_rules_on_real_tensors(slice40):
     vanishing = rules["vanishing_gradient"]
     assert [check(vanishing, "gradients", grads()) for _ in range(3)] == [None] * 3
     with torch.no_grad():  # every conv 1000x too small: the signal and its gradient die through the depth
-        for n, p in weights:
+        for _, p in weights:
             if p.ndim == 4:
                 p.mul_(1e-3)
     assert "start far from a sound initialization" in check(PoorWeightInitialization(10.0), "weights", weights)

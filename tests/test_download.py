@@ -17,7 +17,6 @@ from pathlib import Path
 
 import boto3
 import pytest
-from conftest import TINY, compose_cfg, seed_public_bucket
 
 from bincount.cli import main
 from bincount.data.download import REPORT_NAME, download, draw_stratified, ensure_dataset, subset_ids
@@ -26,6 +25,7 @@ from bincount.data.s3 import s3_client
 from bincount.errors import BincountError
 from bincount.paths import PROJECT_ROOT
 from bincount.training import train
+from conftest import TINY, compose_cfg, seed_public_bucket
 
 BUCKET = "aft-vbi-pds"
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 
-from conftest import ids_by_count, make_abid_slice
 from PIL import Image
 
 from bincount.cli import main
 from bincount.data.eda import eda
 from bincount.data.prepare import prepare
+from conftest import ids_by_count, make_abid_slice
 
 
 def test_eda_reports_counts_sizes_skus_weights_and_dimensions(abid, tmp_path):

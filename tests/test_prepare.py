@@ -7,15 +7,15 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import TINY, compose_cfg, ids_by_count, make_abid_slice
 from PIL import Image
 
 from bincount.cli import main
 from bincount.data.prepare import REPORT_NAME, SPLIT_DIRS, prepare
-from bincount.layout import MANIFEST as MANIFEST_NAME
 from bincount.data.records import read_abid
 from bincount.data.split import read_manifest, split_records
+from bincount.layout import MANIFEST as MANIFEST_NAME
 from bincount.training import train
+from conftest import TINY, compose_cfg, ids_by_count, make_abid_slice
 
 
 @pytest.fixture

@@ -13,13 +13,13 @@ import subprocess
 import sys
 import tarfile
 import time
-import tomllib
 import urllib.request
 from pathlib import Path
 
 import boto3
 import botocore.session
 import pytest
+import tomllib
 from botocore.validate import ParamValidator
 from hydra.utils import instantiate
 

@@ -90,3 +90,22 @@ def test_tuning_job_is_submitted_to_the_loopback_server(aws, monkeypatch, tmp_pa
     bucket, _, key = code.removeprefix("s3://").partition("/")
     head = boto3.client("s3").head_object(Bucket=bucket, Key=key)  # the source was uploaded where trials look
     assert head["ContentLength"] == (sweep / "sourcedir.tar.gz").stat().st_size
+
+
+def test_the_tuner_minimises_when_the_run_does(tmp_path, monkeypatch):
+    """optimized_mode=min: the tuning job's objective is minimised, and each trial keeps the mode."""
+    for key in [k for k in os.environ if k.startswith("AWS_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    cfg = compose_cfg("train", ["hparams_search=optuna", "launcher=sagemaker", "launcher.dry_run=true",
+                                "optimized_metric=val/mae", "optimized_mode=min", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+                      tmp_path / "run")
+    settings = OmegaConf.to_container(cfg.hydra.sweeper, resolve=True)
+    settings.pop("_target_")
+    request = tune(cfg, [], **settings)
+    config = request["HyperParameterTuningJobConfig"]
+    assert config["HyperParameterTuningJobObjective"] == {"Type": "Minimize", "MetricName": "val/mae_best"}
+    static = request["TrainingJobDefinition"]["StaticHyperParameters"]
+    assert json.loads(static["optimized_mode"]) == "min" and json.loads(static["optimized_metric"]) == "val/mae"

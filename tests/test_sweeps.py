@@ -115,3 +115,20 @@ def test_summary_of_an_interrupted_sweep_can_be_rewritten(sweep, tmp_path, capsy
 def test_a_folder_without_trials_is_a_clear_error(tmp_path, capsys):
     assert cli(["sweep-summary", str(tmp_path)]) == 2
     assert "no trial folders" in capsys.readouterr().err
+
+
+def test_a_summary_follows_the_sweeps_own_direction(tmp_path, capsys):
+    """Trials that minimised val/mae (optimized_mode=min in their saved config): the summary picks the
+    lowest without being told; --metric/--mode override it."""
+    sweep = tmp_path / "sweep"
+    for n, (mae, acc) in enumerate([(0.9, 0.30), (0.7, 0.25), (1.1, 0.35)]):
+        (sweep / str(n) / ".hydra").mkdir(parents=True)
+        (sweep / str(n) / ".hydra" / "config.yaml").write_text("optimized_metric: val/mae\noptimized_mode: min\n")
+        (sweep / str(n) / ".hydra" / "overrides.yaml").write_text(f"- model.optimizer.lr={10 ** -n}\n")
+        (sweep / str(n) / "metrics.json").write_text(json.dumps({"best_val": {"val/mae": mae, "val/acc": acc}}))
+    assert cli(["sweep-summary", str(sweep)]) == 0
+    s = json.loads((sweep / "sweep_summary.json").read_text())
+    assert (s["metric"], s["direction"], s["best"]["trial"]) == ("val/mae", "minimize", 1)
+    assert cli(["sweep-summary", str(sweep), "--metric", "val/acc", "--mode", "max"]) == 0
+    assert json.loads((sweep / "sweep_summary.json").read_text())["best"]["trial"] == 2
+    assert "Best: trial 2" in capsys.readouterr().out

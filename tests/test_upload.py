@@ -9,14 +9,14 @@ from pathlib import Path
 
 import boto3
 import pytest
-from conftest import TINY, compose_cfg, ids_by_count, make_abid_slice, seed_public_bucket
 
 from bincount.cli import main
 from bincount.data.prepare import prepare
-from bincount.layout import MANIFEST as MANIFEST_NAME
 from bincount.data.upload import local_files, upload
 from bincount.errors import BincountError
+from bincount.layout import MANIFEST as MANIFEST_NAME
 from bincount.training import train
+from conftest import TINY, compose_cfg, ids_by_count, make_abid_slice, seed_public_bucket
 
 BUCKET = "my-bucket"
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import logging
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 import bincount.config  # noqa: F401  (registers resolvers before Hydra composes)
 from bincount.errors import explain

@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from bincount.errors import BincountError
 

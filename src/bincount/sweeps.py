@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import math
 import shlex
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from omegaconf import OmegaConf
 

@@ -18,10 +18,9 @@ s3_uri = sys.argv[4] if len(sys.argv) > 4 else None
 os.environ["SMDEBUG_CONFIG_FILE_PATH"] = config  # where SageMaker would have written it
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from conftest import TINY, compose_cfg  # noqa: E402
-
 from bincount.cli import main as bincount  # noqa: E402
 from bincount.training import train  # noqa: E402
+from conftest import TINY, compose_cfg  # noqa: E402
 
 cfg = compose_cfg("train", TINY + [f"data.root={data_root}", "data.batch_size=10", "trainer.max_epochs=2",
                                    "logger=csv", "callbacks.debugger.save_interval=2"], Path(run_dir))

@@ -12,14 +12,17 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 
-def make_synthetic_abid(root: Path, per_count: int = 12, counts=(1, 2, 3, 4, 5), size: int = 48, seed: int = 0) -> Path:
-    """``per_count`` bins of every count in ``counts``; ids 00001, 00002, ... in count order. Returns ``root``."""
+def make_synthetic_abid(root: Path, per_count: int | dict[int, int] = 12, counts=(1, 2, 3, 4, 5), size: int = 48,
+                        seed: int = 0) -> Path:
+    """``per_count`` bins of every count in ``counts`` (or ``{count: bins}``); ids 00001, 00002, ... in count
+    order. Returns ``root``."""
+    sizes = per_count if isinstance(per_count, dict) else {c: per_count for c in counts}
     rng = np.random.default_rng(seed)
     (root / "bin-images").mkdir(parents=True, exist_ok=True)
     (root / "metadata").mkdir(parents=True, exist_ok=True)
     n = 0
-    for count in counts:
-        for _ in range(per_count):
+    for count, bins in sizes.items():
+        for _ in range(bins):
             n += 1
             bin_id = f"{n:05d}"
             image = Image.new("RGB", (size, size), tuple(int(v) for v in rng.integers(90, 140, 3)))

@@ -15,10 +15,11 @@ import json
 import logging
 import os
 import tarfile
+from collections.abc import Callable
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from bincount.errors import BincountError
 

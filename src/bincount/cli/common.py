@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import inspect
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 
 def counts(text: str) -> list[int]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import lightning as L
 from torch.utils.data import DataLoader, DistributedSampler

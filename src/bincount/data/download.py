@@ -11,20 +11,28 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
 
 import numpy as np
+from boto3.s3.transfer import TransferConfig
 
 from bincount.data.files import atomic_write, remove_stale_temps
 from bincount.data.records import IMAGE_DIR, METADATA_DIR, check_image, load_file_list, parse_metadata
-from boto3.s3.transfer import TransferConfig
-
-from bincount.data.s3 import (TRANSFER_ERRORS, TransferError, TransferSummary, Unreachable, attempts_of, check_reachable, list_objects,
-                              s3_client, transfer_all)
+from bincount.data.s3 import (
+    TRANSFER_ERRORS,
+    TransferError,
+    TransferSummary,
+    Unreachable,
+    attempts_of,
+    check_reachable,
+    list_objects,
+    s3_client,
+    transfer_all,
+)
 from bincount.errors import BincountError
 from bincount.progress import progress
 

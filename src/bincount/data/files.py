@@ -8,9 +8,9 @@ processes that no longer run, so a rerun starts clean while a live writer's file
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 TEMP_SUFFIX = ".tmp"
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from bincount.data.records import IMAGE_DIR, IMAGE_SUFFIXES, METADATA_DIR, read_abid
 from bincount.errors import BincountError

@@ -16,11 +16,11 @@ import logging
 import os
 import shutil
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
-from bincount.errors import BincountError
 from bincount import layout
+from bincount.errors import BincountError
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@ RMSE and MAE of the predicted count, off-by-one accuracy and the confusion matri
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torchmetrics import Metric, MetricCollection

@@ -12,7 +12,6 @@ import torch
 
 from bincount.errors import BincountError
 
-
 COLLECTIONS = ("weights", "biases", "gradients", "losses")
 STATS = ("mean", "std", "min", "max", "norm", "abs_mean", "nonfinite")
 

@@ -14,6 +14,7 @@ from bincount.layout import COST_REPORT, METRICS
 from bincount.reports.plots import plt
 from bincount.reports.sizing import build_report, load_run
 
+
 def _fmt(v, digits=2) -> str:
     return "-" if v is None else f"{v:.{digits}f}"
 
@@ -58,7 +59,7 @@ def render_markdown(report: dict) -> str:
              f"({report['seconds_from']}), {report['epochs'] or '?'} epochs; {report['samples']} samples "
              f"every {report['interval_s'] or '?'} s from {report['source']}.", "",
              "## Utilization", "", "| resource | peak | mean | p95 | unit |", "|---|---|---|---|---|"]
-    for col, s in report["utilization"].items():
+    for s in report["utilization"].values():
         lines.append(f"| {s['what']} | {_fmt(s['peak'])} | {_fmt(s['mean'])} | {_fmt(s['p95'])} | {s['unit']} |")
     lines += ["", "## Time", "", *_time_section(report), "", "## Instance", ""]
     used = (f"The run kept {need['cores_used']} of {need['cpus_available']} cores busy (p95) and peaked at "

@@ -20,10 +20,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bincount.errors import BincountError
 from bincount.data.sources import find_images
-from bincount.serve.predictor import (HPARAMS_NAME, ONNX_NAME, WEIGHTS_NAME, OnnxPredictor, TorchPredictor,
-                                      export_onnx, load_predictor)
+from bincount.errors import BincountError
+from bincount.serve.predictor import (
+    HPARAMS_NAME,
+    ONNX_NAME,
+    WEIGHTS_NAME,
+    OnnxPredictor,
+    TorchPredictor,
+    export_onnx,
+    load_predictor,
+)
 
 __all__ = ["export_model", "export_onnx", "parity", "write_model_tar"]
 

@@ -39,7 +39,7 @@ class InferenceServer(ThreadingHTTPServer):
         host, port = self.server_address[:2]
         return f"http://{host}:{port}"
 
-    def start(self) -> "InferenceServer":
+    def start(self) -> InferenceServer:
         self._thread = threading.Thread(target=self.serve_forever, name="bincount-serve", daemon=True)
         self._thread.start()
         return self
