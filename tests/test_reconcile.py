@@ -10,7 +10,17 @@ import pytest
 
 from bincount.cli import main
 from bincount.data.records import parse_metadata
-from bincount.inventory import AUDIT, MATCH, MISMATCH, OUTSIDE, calibrate, choose_threshold, read_expected, reconcile, summarize
+from bincount.inventory import (
+    AUDIT,
+    MATCH,
+    MISMATCH,
+    OUTSIDE,
+    calibrate,
+    choose_threshold,
+    read_expected,
+    reconcile,
+    summarize,
+)
 from bincount.predict import read_predictions
 
 

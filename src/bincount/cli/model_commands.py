@@ -26,8 +26,17 @@ def _predict(args: argparse.Namespace) -> int:
 
 def _reconcile(args: argparse.Namespace) -> int:
     from bincount.errors import BincountError
-    from bincount.inventory import (MATCH, RecordModel, Threshold, calibrate, choose_record_threshold,
-                                    read_expected, reconcile, summarize, write_decisions)
+    from bincount.inventory import (
+        MATCH,
+        RecordModel,
+        Threshold,
+        calibrate,
+        choose_record_threshold,
+        read_expected,
+        reconcile,
+        summarize,
+        write_decisions,
+    )
     from bincount.predict import read_predictions
 
     predictions = read_predictions(args.predictions)
