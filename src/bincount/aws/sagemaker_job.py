@@ -133,10 +133,10 @@ class SageMakerSession:
             return self.role
         if not self.dry_run:
             try:  # inside SageMaker Studio or a notebook instance the role is known
+                import_sdk()
                 from sagemaker import get_execution_role
 
-                import_sdk()
-                return get_execution_role(self.sdk)
+                return get_execution_role()
             except Exception:
                 raise BincountError(f"{self.keys}role: set {self.keys}role=arn:aws:iam::ACCOUNT:role/NAME (or "
                                     "SAGEMAKER_ROLE), a role SageMaker can assume; see README 'Training on "
