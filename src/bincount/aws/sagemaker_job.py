@@ -43,6 +43,9 @@ def quiet_sdk() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+quiet_sdk()  # every SageMaker command (launcher, tuner, deploy) imports this module before the SDK
+
+
 def import_sdk():
     """The ``sagemaker`` module (v2), quietly; one sentence when it is missing or v3."""
     quiet_sdk()
