@@ -57,7 +57,8 @@ def test_one_optimisation_direction_for_checkpoints_and_sweeps(tmp_path):
 def test_every_group_option_composes(group, tmp_path):
     for option in sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml")):
         cfg = compose_cfg("train", [f"{group}={option}"], tmp_path)
-        assert group in cfg
+        assert cfg.hydra.runtime.choices[group] == option
+        assert group in cfg or group == "debug"  # debug presets are global overlays
 
 
 def test_eval_config_composes(tmp_path):

@@ -170,6 +170,7 @@ class FlakyS3Proxy:
     def __init__(self, upstream: str):
         host, port = upstream.removeprefix("http://").split(":")
         self.gets: dict[str, int] = {}
+        self.heads: dict[str, int] = {}
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -184,6 +185,8 @@ class FlakyS3Proxy:
                 return conn.getresponse()
 
             def do_HEAD(self):
+                key = self.path.split("?")[0]
+                proxy.heads[key] = proxy.heads.get(key, 0) + 1
                 self._relay(self._forward(), head=True)
 
             def do_GET(self):
@@ -227,6 +230,7 @@ class FlakyS3Proxy:
 
 
 def test_transient_failures_are_retried_with_backoff_and_missing_keys_are_not(aws, abid, tmp_path):
+    """botocore's standard retry mode retries the 503s; s3transfer restarts the downloads cut off halfway."""
     raw, ids = abid / "raw", raw_ids(abid, 8)
     seed_public_bucket(aws, raw, ids)
     proxy = FlakyS3Proxy(aws)
@@ -238,7 +242,8 @@ def test_transient_failures_are_retried_with_backoff_and_missing_keys_are_not(aw
     assert_same_files(tmp_path / "abid", raw, ids)
     images = {k: n for k, n in proxy.gets.items() if "/bin-images/" in k and "99999" not in k}
     assert images == {f"/{BUCKET}/bin-images/{i}.jpg": 2 for i in ids}  # each failed once, then came whole
-    assert proxy.gets[f"/{BUCKET}/bin-images/99999.jpg"] == 1  # a missing key is final: no retry
+    # a missing key is final: asked once (s3transfer's HeadObject before its GetObject), never retried
+    assert proxy.heads[f"/{BUCKET}/bin-images/99999.jpg"] == 1 and f"/{BUCKET}/bin-images/99999.jpg" not in proxy.gets
 
 
 def test_count_per_class_draws_a_seeded_stratified_subset_from_the_bucket(aws, abid, tmp_path):

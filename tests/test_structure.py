@@ -81,3 +81,10 @@ def test_argparse_only_in_the_command_line_package():
     users = [name for name, tree in modules().items()
              if any(isinstance(n, ast.Import) and any(a.name == "argparse" for a in n.names) for n in ast.walk(tree))]
     assert users and all(u == "bincount.cli" or u.startswith("bincount.cli.") for u in users), users
+
+
+def test_the_library_never_reads_the_checkout():
+    """bincount.paths (the checkout's root) is for tests and benchmarks; an installed bincount has no checkout."""
+    users = [name for name, tree in modules().items() for module, _ in imports(tree, set(modules()))
+             if module == "bincount.paths" and name != "bincount.paths"]
+    assert users == []

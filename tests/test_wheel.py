@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from bincount.paths import PROJECT_ROOT
 
@@ -66,8 +67,9 @@ def test_train_eval_cost_report_and_deploy_run_from_the_wheel(installed, synthet
     metrics = json.loads((train_run / "metrics.json").read_text())
     ckpt = train_run / "checkpoints" / "best.ckpt"
     assert ckpt.is_file() and metrics["test/images"] == metrics["data"]["images"]["test"] > 0
-    hydra_cfg = (train_run / ".hydra" / "hydra.yaml").read_text()
-    assert "pkg://bincount.conf" in hydra_cfg and str(PROJECT_ROOT) not in hydra_cfg
+    sources = yaml.safe_load((train_run / ".hydra" / "hydra.yaml").read_text())["hydra"]["runtime"]["config_sources"]
+    assert {"path": "bincount.conf", "schema": "pkg", "provider": "main"} in sources  # the package's configs
+    assert str(PROJECT_ROOT) not in json.dumps(sources)
 
     run([bincount, "eval", f"ckpt_path={ckpt}", f"data.root={synthetic_abid}", f"hydra.run.dir={eval_run}"], work, env)
     again = json.loads((eval_run / "metrics.json").read_text())

@@ -1,4 +1,6 @@
-"""Where things are: the project root and the shared ABID development data."""
+"""Where a development checkout's things are, for the tests, benchmarks and notebook run from it: the
+checkout's root and the shared ABID development data. The library itself never reads the checkout (its
+configs ship as the package bincount.conf; see bincount.config), so an installed bincount works without one."""
 
 from __future__ import annotations
 

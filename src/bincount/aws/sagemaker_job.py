@@ -43,6 +43,9 @@ def quiet_sdk() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+quiet_sdk()  # every SageMaker command (launcher, tuner, deploy) imports this module before the SDK
+
+
 def import_sdk():
     """The ``sagemaker`` module (v2), quietly; one sentence when it is missing or v3."""
     quiet_sdk()
@@ -133,10 +136,10 @@ class SageMakerSession:
             return self.role
         if not self.dry_run:
             try:  # inside SageMaker Studio or a notebook instance the role is known
+                import_sdk()
                 from sagemaker import get_execution_role
 
-                import_sdk()
-                return get_execution_role(self.sdk)
+                return get_execution_role()
             except Exception:
                 raise BincountError(f"{self.keys}role: set {self.keys}role=arn:aws:iam::ACCOUNT:role/NAME (or "
                                     "SAGEMAKER_ROLE), a role SageMaker can assume; see README 'Training on "

@@ -189,6 +189,7 @@ class SageMakerLauncher:
         run_dir = Path(cfg.paths.output_dir)
         hyperparameters = job_hyperparameters(list(HydraConfig.get().overrides.task))
         sm = self.session()
+        sm.role_arn  # noqa: B018  (refuse a missing role before packing or creating anything)
         job_name = self.job.name or name_from_base(self.job.base_name)
         source, source_key = self.source(sm, run_dir, job_name)
         estimator = self.estimator(hyperparameters, sm, f"s3://{sm.bucket_name}/{source_key}", job_name)
