@@ -72,7 +72,7 @@ def test_broken_images_are_skipped_and_named(counter_ckpt, dev224, tmp_path, cap
     (folder / "half.jpg").write_bytes(good[: len(good) // 2])
     (folder / "text.jpg").write_text("not an image")
     out = tmp_path / "p.csv"
-    assert main(["predict", str(counter_ckpt), str(folder), "--out", str(out)]) == 0
+    assert main(["predict", str(counter_ckpt), str(folder), "--out", str(out)]) == 1  # the rest is written
     assert [r["id"] for r in read_csv(out)] == ["good"]
     err = capsys.readouterr().err
     assert "half.jpg: unreadable image" in err and "text.jpg: unreadable image" in err

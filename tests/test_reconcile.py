@@ -10,7 +10,8 @@ import pytest
 
 from bincount.cli import main
 from bincount.data.records import parse_metadata
-from bincount.inventory import AUDIT, MATCH, MISMATCH, calibrate, choose_threshold, read_expected, reconcile, summarize
+from bincount.inventory import (AUDIT, INVALID_COUNT, MATCH, MISMATCH, calibrate, choose_threshold, read_expected,
+                                reconcile, summarize)
 from bincount.predict import read_predictions
 
 
@@ -46,11 +47,12 @@ def test_expected_quantities_from_real_metadata_and_from_csv(dev224, tmp_path):
     for f in files:
         count, skus = parse_metadata(json.loads(f.read_text()))
         assert expected[f.stem].count == count and expected[f.stem].skus == tuple(s.name for s in skus)
-    assert unusable == [] and any(e.skus for e in expected.values())
+    assert unusable.errors == {} and unusable.notes == {} and any(e.skus for e in expected.values())
     table = tmp_path / "expected.csv"
     table.write_text("bin_id,expected_count,sku_names\nA1,3,Pens|Tape\nA2,x,\nA3,0,\n")
     got, bad = read_expected([str(table)])
-    assert got["A1"].count == 3 and got["A1"].skus == ("Pens", "Tape") and got["A3"].count == 0 and bad == ["A2"]
+    assert got["A1"].count == 3 and got["A1"].skus == ("Pens", "Tape") and got["A3"].count == 0
+    assert bad.errors == {INVALID_COUNT: ["A2"]} and "A2" not in got
 
 
 @pytest.fixture(scope="module")

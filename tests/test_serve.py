@@ -98,7 +98,9 @@ def _oversized(jpegs):
 
 BAD = {
     "empty body": (lambda j: b"", "image/jpeg", 400),
-    "not an image": (lambda j: b"GIF89a? no, just text pretending" * 10, "image/jpeg", 400),
+    "not an image": (lambda j: b"this is a text file, not a photo\n" * 10, "image/jpeg", 400),
+    # a GIF header claiming 8255 x 28526 pixels: refused as too large before anything is decoded
+    "huge header, no pixels": (lambda j: b"GIF89a? no, just text pretending" * 10, "image/jpeg", 413),
     "random bytes": (lambda j: bytes(range(256)) * 20, "application/x-image", 400),
     "truncated jpeg": (lambda j: j[0][: len(j[0]) // 2], "image/jpeg", 400),
     "oversized body": (_oversized, "image/jpeg", 413),

@@ -12,14 +12,19 @@ import argparse
 import csv
 import json
 import logging
+import os
+import stat
 import sys
 import tempfile
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from bincount.data.records import IMAGE_DIR, IMAGE_SUFFIXES, METADATA_DIR, read_abid
+from bincount.data.images import IMAGE_SUFFIXES, ImageError
+from bincount.data.files import read_text
+from bincount.data.records import IMAGE_DIR, METADATA_DIR, read_abid
 from bincount.errors import BincountError
 from bincount.progress import progress
 from bincount.serve.predictor import BACKENDS, Predictor, load_predictor
@@ -45,46 +50,90 @@ class Prediction:
 
 
 # -- finding images -----------------------------------------------------------------------------
-def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+@dataclass
+class ImageInputs:
+    """What the sources held: image files to predict, entries that should have been images but cannot
+    be read (path -> reason), and files passed over because their names are not images' (hidden files,
+    other suffixes)."""
+
+    images: list[Path] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    ignored: list[str] = field(default_factory=list)
 
 
-def _download_s3(uri: str, dest: Path) -> list[Path]:
+def _walk(folder: Path, found: ImageInputs) -> int:
+    """Every file under ``folder``, following folder links once each (a link back up is a loop, a link
+    to a folder already searched would predict its images twice: both are listed as skipped).
+    Returns how many image files were added."""
+    before = len(found.images)
+    searched: set[str] = set()
+
+    def unreadable(e: OSError) -> None:
+        found.skipped[str(e.filename)] = f"unreadable folder ({e.strerror or type(e).__name__})"
+
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True, onerror=unreadable):
+        real = os.path.realpath(dirpath)
+        if real in searched:
+            found.skipped[dirpath] = f"folder link to {real}, already searched (a loop or a second path)"
+            dirnames[:] = []
+            continue
+        searched.add(real)
+        dirnames.sort()
+        for name in sorted(filenames):
+            path = Path(dirpath) / name
+            if name.startswith(".") or path.suffix.lower() not in IMAGE_SUFFIXES:
+                found.ignored.append(str(path))
+                continue
+            try:
+                regular = stat.S_ISREG(os.stat(path).st_mode)  # follows links: a loop or a dangling one fails here
+            except OSError as e:
+                found.skipped[str(path)] = f"cannot open ({e.strerror or type(e).__name__})"
+                continue
+            if regular:
+                found.images.append(path)
+            else:
+                found.skipped[str(path)] = "not a regular file"
+    return len(found.images) - before
+
+
+def _download_s3(uri: str, dest: Path, found: ImageInputs) -> None:
     """Objects of an ``s3://bucket/key`` or ``s3://bucket/prefix`` URI with an image suffix, downloaded
-    (retried, checked to be images) with the data downloader's transfer loop; failures are logged."""
+    (retried, checked to be images) with the data downloader's transfer loop; failures are skipped."""
     from bincount.data.download import fetch
     from bincount.data.s3 import TransferSummary, check_reachable, list_objects, parse_s3_uri, s3_client, transfer_all
 
     bucket, prefix = parse_s3_uri(uri)
     client = s3_client()
     check_reachable(client, lambda: client.head_bucket(Bucket=bucket), bucket)
-    keys = [o["Key"] for o in list_objects(client, bucket, prefix) if Path(o["Key"]).suffix.lower() in IMAGE_SUFFIXES]
+    keys = []
+    for o in list_objects(client, bucket, prefix):
+        (keys if Path(o["Key"]).suffix.lower() in IMAGE_SUFFIXES else found.ignored).append(o["Key"])
     if not keys:
-        raise BincountError(f"{uri}: no .jpg/.jpeg/.png objects there; check the bucket and prefix")
+        raise BincountError(f"{uri}: no image objects there ({', '.join(IMAGE_SUFFIXES)}); check the bucket and prefix")
     summary = transfer_all(keys, str, lambda k: fetch(client, bucket, k, dest / bucket / k), TransferSummary("fetched"),
                            workers=8, description=f"downloading {uri}")
-    for line in summary.lines()[2:] if summary.failed else []:
-        log.warning("%s: %s", uri, line)
-    return [dest / bucket / k for k in keys if k not in summary.failed]
+    for key, reason in summary.failed.items():
+        found.skipped[f"s3://{bucket}/{key}"] = str(reason)
+    found.images += [dest / bucket / k for k in keys if k not in summary.failed]
 
 
-def find_images(sources: Iterable[str], download_dir: Path | None = None) -> list[Path]:
-    """Image files named by paths, folders (searched recursively; ABID folders through ``bin-images/``)
-    and ``s3://`` URIs (downloaded into ``download_dir``)."""
-    found: list[Path] = []
+def find_images(sources: Iterable[str], download_dir: Path | None = None) -> ImageInputs:
+    """Image files named by paths, folders (searched recursively, following links; ABID folders through
+    ``bin-images/``) and ``s3://`` URIs (downloaded into ``download_dir``), with what was skipped or ignored."""
+    found = ImageInputs()
     for src in sources:
         if src.startswith("s3://"):
             download_dir = download_dir or Path(tempfile.mkdtemp(prefix="bincount-s3-"))
-            found += _download_s3(src, download_dir)
+            _download_s3(src, download_dir, found)
             continue
         path = Path(src)
         if path.is_dir():
-            images = _images_in(path / IMAGE_DIR if (path / IMAGE_DIR).is_dir() else path)
-            if not images:
-                raise BincountError(f"{path}: no .jpg/.jpeg/.png images in this folder")
-            found += images
+            if not _walk(path / IMAGE_DIR if (path / IMAGE_DIR).is_dir() else path, found) and not found.skipped:
+                raise BincountError(f"{path}: no image files in this folder ({', '.join(IMAGE_SUFFIXES)})")
         elif path.is_file():
-            found.append(path)
+            found.images.append(path)
+        elif path.is_symlink() or path.exists():
+            found.skipped[src] = "cannot open (a dangling link, a link loop, or not a file)"
         else:
             raise BincountError(f"{src}: no such file or folder (give images, folders or s3:// URIs)")
     return found
@@ -123,8 +172,8 @@ def predict_images(predictor: Predictor, images: list[Path], truth: dict[str, in
     def decode(path: Path):  # in a thread pool: PIL releases the GIL; torch work stays in this thread
         try:
             return predictor.decode(path)
-        except Exception as e:  # corrupt, truncated or not an image: skip and report, never guess
-            skipped[str(path)] = f"unreadable image ({type(e).__name__})"
+        except ImageError as e:  # corrupt, truncated, too small, no faithful RGB: skip and report, never guess
+            skipped[str(path)] = str(e)
             return None
 
     batches = [images[i:i + batch_size] for i in range(0, len(images), batch_size)]
@@ -154,25 +203,34 @@ def write_predictions(predictions: list[Prediction], out: Path) -> Path:
 
 
 def read_predictions(path: str | Path) -> list[Prediction]:
-    """Predictions written by ``bincount predict`` (CSV or JSON)."""
+    """Predictions written by ``bincount predict`` (CSV or JSON; a spreadsheet's byte-order mark is fine).
+    A file with no predictions is an error: there is nothing to decide on."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = read_text(path)
+        rows = json.loads(text) if path.suffix == ".json" else list(csv.DictReader(text.splitlines()))
+        predictions = [Prediction(str(r["id"]).strip(), str(r["image"]), int(r["predicted_count"]),
+                                  float(r["confidence"]), {int(k[2:]): float(v) for k, v in r.items() if k.startswith("p_")},
+                                  int(r["true_count"]) if str(r.get("true_count") or "").strip() else None)
+                       for r in rows]
     except FileNotFoundError:
         raise BincountError(f"no such predictions file {path}; write one with `bincount predict ... --out FILE`") from None
-    rows = json.loads(text) if path.suffix == ".json" else list(csv.DictReader(text.splitlines()))
-    try:
-        return [Prediction(str(r["id"]), str(r["image"]), int(r["predicted_count"]), float(r["confidence"]),
-                           {int(k[2:]): float(v) for k, v in r.items() if k.startswith("p_")},
-                           int(r["true_count"]) if str(r.get("true_count", "")).strip() else None)
-                for r in rows]
-    except (KeyError, ValueError, TypeError) as e:
+    except (KeyError, ValueError, TypeError, AttributeError) as e:
         raise BincountError(f"{path} is not a predictions file of `bincount predict` ({type(e).__name__}: {e})") from None
+    if not predictions:
+        raise BincountError(f"{path} holds no predictions; predict some images first (`bincount predict`)")
+    return predictions
 
 
-def summarize(predictions: list[Prediction], skipped: dict[str, str]) -> dict:
+def duplicate_ids(predictions: list[Prediction]) -> list[str]:
+    """Ids predicted more than once (two images with the same name in different folders)."""
+    return sorted(i for i, n in Counter(p.id for p in predictions).items() if n > 1)
+
+
+def summarize(predictions: list[Prediction], skipped: dict[str, str], ignored: list[str] = ()) -> dict:
     labelled = [p for p in predictions if p.true_count is not None]
-    summary = {"images": len(predictions), "skipped": len(skipped),
+    summary = {"images": len(predictions), "skipped": len(skipped), "ignored": len(ignored),
+               "duplicate_ids": duplicate_ids(predictions),
                "per_count": {c: sum(p.count == c for p in predictions) for c in sorted({p.count for p in predictions})}}
     if labelled:
         summary["labelled"] = len(labelled)
@@ -181,7 +239,8 @@ def summarize(predictions: list[Prediction], skipped: dict[str, str]) -> dict:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    images = find_images(args.images)
+    found = find_images(args.images)
+    images = found.images
     if args.split:
         wanted = split_ids(args.model, args.split, args.manifest)
         images = [p for p in images if p.stem in wanted]
@@ -189,16 +248,27 @@ def _predict(args: argparse.Namespace) -> int:
             raise BincountError(f"--split {args.split}: none of the images is in that split of the manifest")
     predictor = load_predictor(args.model, args.backend)
     predictions, skipped = predict_images(predictor, images, known_counts(args.images), args.batch_size, args.workers)
+    skipped.update(found.skipped)
     out = write_predictions(predictions, Path(args.out))
     if not args.quiet:
         for p in predictions:
             print(f"{p.id}\t{p.count}\t{p.confidence:.3f}")
     for image, reason in sorted(skipped.items()):
         print(f"skipped {image}: {reason}", file=sys.stderr)
-    summary = summarize(predictions, skipped)
+    if found.ignored:
+        print(f"ignored {len(found.ignored)} file(s) whose names are not images' (hidden, or not "
+              f"{'/'.join(IMAGE_SUFFIXES)}): {', '.join(found.ignored[:5])}{' ...' if len(found.ignored) > 5 else ''}",
+              file=sys.stderr)
+    summary = summarize(predictions, skipped, found.ignored)
+    if summary["duplicate_ids"]:
+        print(f"warning: {len(summary['duplicate_ids'])} id(s) predicted from more than one image (same file name): "
+              f"{', '.join(summary['duplicate_ids'][:10])}; reconcile decides such a bin once", file=sys.stderr)
     summary["out"] = str(out)
     print(json.dumps(summary), file=sys.stderr)
-    return 0
+    if not predictions:
+        print(f"error: no image could be read, so {out} holds no predictions", file=sys.stderr)
+    # Exit 1 when an input could not be used: the predictions of the rest are written, the gaps are listed.
+    return 1 if skipped or not predictions else 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:

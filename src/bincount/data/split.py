@@ -13,6 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
+from bincount.data.files import read_text
 from bincount.data.records import BinRecord
 from bincount.errors import BincountError
 
@@ -77,8 +78,7 @@ def write_manifest(splits: dict[str, list[BinRecord]], path: str | Path) -> Path
 
 def read_manifest(path: str | Path) -> list[tuple[str, int, str]]:
     try:
-        with Path(path).open(newline="") as f:
-            rows = [(row["id"], int(row["label"]), row["split"]) for row in csv.DictReader(f)]
+        rows = [(row["id"], int(row["label"]), row["split"]) for row in csv.DictReader(read_text(path).splitlines())]
     except FileNotFoundError:
         raise BincountError(f"data.manifest: no such file {path}") from None
     except (KeyError, ValueError) as e:

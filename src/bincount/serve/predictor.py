@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from bincount.data.dataset import load_rgb
+from bincount.data.images import load_rgb, to_rgb
 from bincount.data.transforms import eval_transform
 from bincount.errors import BincountError
 
@@ -51,7 +51,8 @@ class Predictor(ABC):
 
     # -- preprocessing ----------------------------------------------------------------------
     def decode(self, source: str | Path | bytes) -> Image.Image:
-        """Decode one image (a path or encoded bytes) as the data module does: RGB, DCT-scaled for JPEGs."""
+        """Decode one image (a path or encoded bytes) as the data module does (``load_rgb``: RGB, upright,
+        DCT-scaled for JPEGs); ``ImageError`` says why one cannot be used."""
         return load_rgb(io.BytesIO(source) if isinstance(source, bytes) else source, self.image_size)
 
     def load(self, source: str | Path | bytes) -> torch.Tensor:
@@ -62,7 +63,7 @@ class Predictor(ABC):
         if isinstance(images, torch.Tensor):
             return images if images.ndim == 4 else images.unsqueeze(0)
         return torch.stack([im if isinstance(im, torch.Tensor) else
-                            self.transform(im if im.mode == "RGB" else im.convert("RGB")) for im in images])
+                            self.transform(to_rgb(im)) for im in images])
 
     # -- inference --------------------------------------------------------------------------
     @abstractmethod
