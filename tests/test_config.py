@@ -6,6 +6,7 @@ import sys
 import pytest
 from hydra.utils import instantiate
 
+from bincount.config import check_config
 from bincount.paths import PROJECT_ROOT
 from conftest import CONF_DIR, compose_cfg
 
@@ -17,6 +18,7 @@ def test_every_experiment_composes_and_instantiates(experiment, tmp_path, small_
     cfg = compose_cfg("train", [f"experiment={experiment}", f"data.root={small_abid}", "model.pretrained=false"],
                       tmp_path)
     assert cfg.paths.output_dir == str(tmp_path)
+    check_config(cfg)
     dm = instantiate(cfg.data)
     model = instantiate(cfg.model)
     assert model.classes == list(cfg.data.classes) == dm.classes
@@ -34,11 +36,12 @@ def test_mission_recipe_is_the_capstones(tmp_path):
     assert cfg.model.optimizer._target_ == "torch.optim.Adam"
 
 
-@pytest.mark.parametrize("group", ["logger", "trainer", "callbacks", "launcher"])
-def test_every_group_option_composes(group, tmp_path):
+@pytest.mark.parametrize("group", ["logger", "trainer", "callbacks", "launcher", "profiler"])
+def test_every_group_option_composes_and_passes_the_type_check(group, tmp_path):
     for option in sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml")):
         cfg = compose_cfg("train", [f"{group}={option}"], tmp_path)
         assert group in cfg
+        check_config(cfg)
 
 
 def test_eval_config_composes(tmp_path):

@@ -25,6 +25,7 @@ from PIL import Image
 from bincount.data.images import load_rgb, to_rgb
 from bincount.data.transforms import eval_transform
 from bincount.errors import BincountError
+from bincount.model.checkpoint import load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -136,13 +137,7 @@ class OnnxPredictor(Predictor):
 # -- reading model files ------------------------------------------------------------------------
 def read_checkpoint(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
     """Hyper-parameters and backbone state dict of a Lightning checkpoint written by train.py."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise BincountError(f"{path} is not a checkpoint that loads with weights_only=True ({type(e).__name__}); "
-                            "pass a best.ckpt written by train.py or a folder from `bincount export`") from None
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
-        raise BincountError(f"{path} has no state_dict and hyper_parameters; is it a bincount checkpoint?")
+    ckpt = load_checkpoint(path)
     state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
     return dict(ckpt["hyper_parameters"]), state
 
