@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections.abc
 import difflib
+import enum
 import inspect
 import os
 import types
@@ -79,8 +80,7 @@ _MAPPINGS = (dict, collections.abc.Mapping, collections.abc.MutableMapping)
 
 def _matches(value, hint) -> bool:
     """Could ``value`` (a resolved config value: None, bool, int, float, str, list, dict) be passed where
-    ``hint`` is annotated? Classes the config cannot hold (an Accelerator, a Path, a Callable) are the
-    consumer's to judge and pass."""
+    ``hint`` is annotated? A string stands for a path or an enum member; a mapping for any other object."""
     if hint in (typing.Any, inspect.Parameter.empty, object):
         return True
     if hint is None or hint is type(None):
@@ -110,7 +110,10 @@ def _matches(value, hint) -> bool:
         return not args or all(_matches(v, args[0]) for v in value)
     if origin in _MAPPINGS or hint in _MAPPINGS:
         return isinstance(value, dict)
-    return True
+    if inspect.isclass(hint) and issubclass(hint, (os.PathLike, enum.Enum)):
+        return isinstance(value, str)  # a path, or an enum member by name
+    # any other class (a Tensor, a timedelta, a Callable): a config can only describe it as a mapping
+    return isinstance(value, dict)
 
 
 def _describe(hint) -> str:
@@ -122,7 +125,10 @@ def _describe(hint) -> str:
     if origin is typing.Literal:
         return "one of " + ", ".join(map(repr, args))
     if origin in _SEQUENCES or hint in (list, tuple):
-        return f"a list of {_describe(args[0])} values" if args and args[0] is not Ellipsis else "a list"
+        if not args or args[0] is Ellipsis:
+            return "a list"
+        plural = {bool: "true/false values", int: "integers", float: "numbers", str: "strings"}
+        return f"a list of {plural.get(args[0], _describe(args[0]) + ' values')}"
     names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
     return names.get(hint, "a mapping" if origin in _MAPPINGS or hint in _MAPPINGS else getattr(hint, "__name__", str(hint)))
 
@@ -171,7 +177,9 @@ def _check_node(cfg: DictConfig, node: dict, path: str) -> None:
                 raise BincountError(f"{key}: {target.rsplit('.', 1)[-1]} takes no argument {name!r}"
                                     + (f" (did you mean {close[0]}?)" if close else ""))
             if name in params:
-                _check_value(cfg, key, value, hints.get(name, params[name].annotation))
+                hint = hints.get(name, params[name].annotation)
+                if not isinstance(hint, str):  # an annotation left as text could not be resolved: not checked
+                    _check_value(cfg, key, value, hint)
     for name, value in node.items():
         if isinstance(value, dict):
             _check_node(cfg, value, f"{path}.{name}" if path else name)

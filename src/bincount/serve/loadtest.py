@@ -84,7 +84,7 @@ def load_test(url: str, bodies: list[tuple[bytes, str]], requests: int = 1000, c
 def _loadtest(args: argparse.Namespace) -> int:
     from bincount.predict import find_images
 
-    images = find_images(args.images)[: args.distinct]
+    images = find_images(args.images).images[: args.distinct]
     bodies = [(p.read_bytes(), CONTENT_TYPES.get(p.suffix.lower(), "application/x-image")) for p in images]
     result = load_test(args.url, bodies, args.requests, args.concurrency)
     print(json.dumps(result, indent=2))

@@ -82,6 +82,8 @@ class _RequestHandler(BaseHTTPRequestHandler):
         unsupported method or HTTP version) as JSON like every other refusal, and the connection closed:
         after a request it could not parse, the server cannot know where the next one starts."""
         self.close_connection = True
+        if self.request_version == "HTTP/0.9":  # the request line was not understood: still a status line
+            self.request_version = "HTTP/1.0"
         short, long = self.responses.get(code, ("error", ""))
         text = message or short
         if explain or long:
@@ -115,7 +117,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
             length = -1
         if length < 0:
             self.close_connection = True
-            self._error(400, "Content-Length is not a non-negative integer")
+            self._error(400, "Content-Length must be given once, as a non-negative integer")
             return None
         limit = self.server.max_body_bytes
         if length > limit:
