@@ -14,11 +14,21 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 
 from bincount.data.gpu_augment import eval_batch_transform, geometry
+from bincount.data.images import load_rgb
 from bincount.data.packed import RowsDataset
 from bincount.data.transforms import eval_transform
-from bincount.data.dataset import load_rgb
-from bincount.inventory import (AUDIT, MATCH, MISMATCH, OUTSIDE, Expected, RecordModel, choose_record_threshold,
-                                decide, reconcile, summarize)
+from bincount.inventory import (
+    AUDIT,
+    MATCH,
+    MISMATCH,
+    OUTSIDE,
+    Expected,
+    RecordModel,
+    choose_record_threshold,
+    decide,
+    reconcile,
+    summarize,
+)
 from bincount.model.views import TTA_VIEWS, averaged_logits, expected_calibration_error, fit_temperature, view
 from bincount.paths import PROJECT_ROOT
 from bincount.predict import Prediction

@@ -13,8 +13,13 @@ import torch.nn.functional as F
 
 from bincount.errors import BincountError
 from bincount.model.metrics import CountMetrics
-from bincount.model.views import (averaged_logits, check_tta, expected_calibration_error, fit_temperature,
-                                  reliability_bins)
+from bincount.model.views import (
+    averaged_logits,
+    check_tta,
+    expected_calibration_error,
+    fit_temperature,
+    reliability_bins,
+)
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +170,7 @@ class CountingModel(L.LightningModule):
 
     def _gather_collected(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Every rank's collected logits and labels (ranks may hold different numbers of images)."""
-        logits = torch.cat([l for l, _ in self._collected]) if self._collected else torch.zeros(0, len(self.classes))
+        logits = torch.cat([logit for logit, _ in self._collected]) if self._collected else torch.zeros(0, len(self.classes))
         labels = torch.cat([y for _, y in self._collected]) if self._collected else torch.zeros(0, dtype=torch.long)
         self._collected = []
         if self.trainer is None or self.trainer.world_size == 1:

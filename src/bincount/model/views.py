@@ -8,7 +8,7 @@ endpoint all apply the same two steps through these functions.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
