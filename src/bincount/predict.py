@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import logging
 import os
 import stat
 import sys
@@ -28,8 +27,6 @@ from bincount.data.records import IMAGE_DIR, METADATA_DIR, read_abid
 from bincount.errors import BincountError
 from bincount.progress import progress
 from bincount.serve.predictor import BACKENDS, Predictor, load_predictor
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -64,8 +61,8 @@ class ImageInputs:
 def _walk(folder: Path, found: ImageInputs) -> int:
     """Every file under ``folder``, following folder links once each (a link back up is a loop, a link
     to a folder already searched would predict its images twice: both are listed as skipped).
-    Returns how many image files were added."""
-    before = len(found.images)
+    Returns how many images and skipped entries it added."""
+    before = len(found.images) + len(found.skipped)
     searched: set[str] = set()
 
     def unreadable(e: OSError) -> None:
@@ -93,7 +90,7 @@ def _walk(folder: Path, found: ImageInputs) -> int:
                 found.images.append(path)
             else:
                 found.skipped[str(path)] = "not a regular file"
-    return len(found.images) - before
+    return len(found.images) + len(found.skipped) - before
 
 
 def _download_s3(uri: str, dest: Path, found: ImageInputs) -> None:
@@ -128,7 +125,7 @@ def find_images(sources: Iterable[str], download_dir: Path | None = None) -> Ima
             continue
         path = Path(src)
         if path.is_dir():
-            if not _walk(path / IMAGE_DIR if (path / IMAGE_DIR).is_dir() else path, found) and not found.skipped:
+            if not _walk(path / IMAGE_DIR if (path / IMAGE_DIR).is_dir() else path, found):
                 raise BincountError(f"{path}: no image files in this folder ({', '.join(IMAGE_SUFFIXES)})")
         elif path.is_file():
             found.images.append(path)
