@@ -195,7 +195,7 @@ def test_bad_expected_rows_are_named_undecided_and_make_the_result_incomplete(pr
                                                                               capsys):
     ids = sorted(p.id for p in read_predictions(predictions[0]))
     conflicting, repeated, fractional, negative, blank, spelled = ids[:6]
-    table = _inventory(small_abid, ids, tmp_path / "inv.csv", skip={fractional, negative, blank, spelled},
+    table = _inventory(small_abid, ids, tmp_path / "inv.csv", skip={fractional, negative, blank, spelled, ids[6]},
                        extra_rows=[f"{conflicting},9,", f"{repeated},{_count(small_abid, repeated)},",
                                    f"{fractional},2.5,", f"{negative},-1,", f"{blank},,", f"{spelled},three,",
                                    f"{ids[6]} ,{_count(small_abid, ids[6])}.0,", "NOPHOTO,x,"])

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import json
-import logging
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -24,9 +23,6 @@ from bincount.errors import BincountError
 from bincount.layout import manifest_of_checkpoint
 from bincount.progress import progress
 from bincount.serve.predictor import Predictor, load_predictor
-
-log = logging.getLogger(__name__)
-
 
 @dataclass
 class Prediction:

@@ -146,7 +146,8 @@ class BinDataModule(L.LightningDataModule):
         if changed:
             raise BincountError(f"resume: {len(changed)} bins are in another split than in the checkpoint "
                                 f"({', '.join(changed[:5])}); a resumed run keeps its split: resume with "
-                                "`python train.py ckpt_path=CKPT`, or pass fixed_split=BinDataModule.split_in_checkpoint(ckpt)")
+                                "`python train.py ckpt_path=CKPT`, or pass "
+                                "fixed_split=BinDataModule.split_in_checkpoint(ckpt)")
 
     @classmethod
     def split_in_checkpoint(cls, checkpoint: dict) -> list[SplitRow] | None:

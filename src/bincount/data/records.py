@@ -122,7 +122,8 @@ def load_file_list(path: str | Path) -> dict[str, int]:
     try:
         return {Path(p).stem: int(key) for key, paths in doc.items() for p in paths}
     except (AttributeError, TypeError, ValueError):
-        raise BincountError(f"data.file_list: {path} is not a file list ({{\"COUNT\": [\"PATH/ID.json\", ...]}})") from None
+        raise BincountError(f"data.file_list: {path} is not a file list "
+                            '({"COUNT": ["PATH/ID.json", ...]})') from None
 
 
 def _image_index(root: Path) -> dict[str, Path] | None:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import stat
 import tempfile
@@ -14,9 +13,6 @@ from pathlib import Path
 from bincount.data.images import IMAGE_SUFFIXES
 from bincount.data.records import IMAGE_DIR, METADATA_DIR, read_abid
 from bincount.errors import BincountError
-
-log = logging.getLogger(__name__)
-
 
 @dataclass
 class ImageInputs:
@@ -32,8 +28,8 @@ class ImageInputs:
 def _walk(folder: Path, found: ImageInputs) -> int:
     """Every file under ``folder``, following folder links once each (a link back up is a loop, a link
     to a folder already searched would predict its images twice: both are listed as skipped).
-    Returns how many image files were added."""
-    before = len(found.images)
+    Returns how many images and skipped entries it added."""
+    before = len(found.images) + len(found.skipped)
     searched: set[str] = set()
 
     def unreadable(e: OSError) -> None:
@@ -61,7 +57,7 @@ def _walk(folder: Path, found: ImageInputs) -> int:
                 found.images.append(path)
             else:
                 found.skipped[str(path)] = "not a regular file"
-    return len(found.images) - before
+    return len(found.images) + len(found.skipped) - before
 
 
 def download_s3_images(uri: str, dest: Path, found: ImageInputs) -> None:
@@ -96,7 +92,7 @@ def find_images(sources: Iterable[str], download_dir: Path | None = None) -> Ima
             continue
         path = Path(src)
         if path.is_dir():
-            if not _walk(path / IMAGE_DIR if (path / IMAGE_DIR).is_dir() else path, found) and not found.skipped:
+            if not _walk(path / IMAGE_DIR if (path / IMAGE_DIR).is_dir() else path, found):
                 raise BincountError(f"{path}: no image files in this folder ({', '.join(IMAGE_SUFFIXES)})")
         elif path.is_file():
             found.images.append(path)
