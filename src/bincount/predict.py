@@ -24,6 +24,7 @@ from bincount.layout import manifest_of_checkpoint
 from bincount.progress import progress
 from bincount.serve.predictor import Predictor, load_predictor
 
+
 @dataclass
 class Prediction:
     id: str

@@ -14,6 +14,7 @@ from bincount.data.images import IMAGE_SUFFIXES
 from bincount.data.records import IMAGE_DIR, METADATA_DIR, read_abid
 from bincount.errors import BincountError
 
+
 @dataclass
 class ImageInputs:
     """What the sources held: image files to predict, entries that should have been images but cannot
