@@ -72,13 +72,14 @@ def corrupt(true_counts: list[int], rate: float, spread: int, seed: int) -> list
 
 def reconcile_figures(run_dir: Path, data: Path, rate: float, spread: int, target: float, seed: int) -> dict:
     """Decide every test bin against corrupted records, with and without the record as evidence."""
+    from bincount.data.sources import find_images, known_counts
     from bincount.inventory import Expected, RecordModel, calibrate, choose_record_threshold, reconcile, summarize
-    from bincount.predict import find_images, known_counts, predict_images, split_ids
+    from bincount.predict import predict_images, split_ids
     from bincount.serve.predictor import load_predictor
 
     ckpt = run_dir / "checkpoints" / "best.ckpt"
     predictor = load_predictor(ckpt)
-    images, truth = find_images([str(data)]), known_counts([str(data)])
+    images, truth = find_images([str(data)]).images, known_counts([str(data)])
     by_split = {}
     for split in ("val", "test"):
         wanted = split_ids(ckpt, split)

@@ -6,6 +6,7 @@ import sys
 import pytest
 from hydra.utils import instantiate
 
+from bincount.config import check_config
 from bincount.paths import PROJECT_ROOT
 from conftest import CONF_DIR, compose_cfg
 
@@ -17,6 +18,7 @@ def test_every_experiment_composes_and_instantiates(experiment, tmp_path, synthe
     cfg = compose_cfg("train", [f"experiment={experiment}", f"data.root={synthetic_abid}", "model.pretrained=false"],
                       tmp_path)
     assert cfg.paths.output_dir == str(tmp_path)
+    check_config(cfg)
     dm = instantiate(cfg.data)
     model = instantiate(cfg.model)
     assert model.classes == list(cfg.data.classes) == dm.classes
@@ -53,12 +55,13 @@ def test_one_optimisation_direction_for_checkpoints_and_sweeps(tmp_path):
         _ = compose_cfg("train", ["hparams_search=optuna", "optimized_mode=lowest"], tmp_path).hydra.sweeper.direction
 
 
-@pytest.mark.parametrize("group", ["logger", "trainer", "callbacks", "launcher", "debug"])
-def test_every_group_option_composes(group, tmp_path):
+@pytest.mark.parametrize("group", ["logger", "trainer", "callbacks", "launcher", "debug", "profiler"])
+def test_every_group_option_composes_and_passes_the_type_check(group, tmp_path):
     for option in sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml")):
         cfg = compose_cfg("train", [f"{group}={option}"], tmp_path)
         assert cfg.hydra.runtime.choices[group] == option
-        assert group in cfg or group == "debug"  # debug presets are global overlays
+        assert group in cfg or group == "debug"  # debug presets are overlays of the whole config
+        check_config(cfg)
 
 
 def test_eval_config_composes(tmp_path):
@@ -83,3 +86,39 @@ def test_bad_value_gives_one_line_naming_the_key(tmp_path):
     assert r.returncode == 2
     assert "error: data.root: /nonexistent/abid is not an ABID-layout folder" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_a_value_of_the_wrong_type_fails_at_start_in_one_line(tmp_path):
+    """Before: the data was read and the model built, then a bare AssertionError. The data root here does
+    not exist, so an error naming max_epochs shows nothing was read first."""
+    r = _run("trainer.max_epochs=abc", "data.root=/nonexistent/abid", f"hydra.run.dir={tmp_path}")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "error: trainer.max_epochs: 'abc' is not an integer or null" in r.stderr
+
+
+@pytest.mark.parametrize("override, message", [
+    ("data.batch_size=big", "data.batch_size: 'big' is not an integer"),
+    ("data.classes=[one,two]", "data.classes: ['one', 'two'] is not a list of integers"),
+    ("data.check_images=3", "data.check_images: 3 is not true or false"),
+    ("model.optimizer.lr=fast", "model.optimizer.lr: 'fast' is not a number or Tensor"),
+    ("trainer.precision=half", "trainer.precision: 'half' is not one of 64, 32, 16 or one of 'transformer-engine'"),
+    ("callbacks.debugger.save_interval=often", "callbacks.debugger.save_interval: 'often' is not an integer"),
+    ("+logger.csv.flush_logs_every_n_steps=1.5", "logger.csv.flush_logs_every_n_steps: 1.5 is not an integer"),
+    ("seed=abc", "seed: 'abc' is not an integer or null"),
+    ("test=maybe", "test: 'maybe' is not true or false"),
+    ("+trainer.max_epoch=3", "trainer.max_epoch: Trainer takes no argument 'max_epoch' (did you mean max_epochs?)"),
+])
+def test_every_kind_of_value_is_checked_against_its_consumer(override, message, tmp_path):
+    from bincount.errors import BincountError
+    from bincount.training import train
+
+    cfg = compose_cfg("train", ["data.root=/nonexistent/abid", override], tmp_path)
+    with pytest.raises(BincountError) as e:
+        train(cfg)
+    assert str(e.value).startswith(message)
+
+
+def test_a_name_typed_as_digits_stays_a_name(tmp_path):
+    cfg = compose_cfg("train", ["model.backbone=18", "data.root=2024"], tmp_path)
+    check_config(cfg)
+    assert cfg.model.backbone == "18" and cfg.data.root == "2024"

@@ -15,8 +15,8 @@ from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.v2 import functional as TF
 
 from bincount.data.datamodule import BinDataModule
-from bincount.data.dataset import load_rgb
 from bincount.data.gpu_augment import _GRAY, color_jitter_, eval_batch_transform, geometry, train_batch_transform
+from bincount.data.images import load_rgb
 from bincount.data.packed import IMAGES_NAME, INDEX_NAME, PackedDataset, keep_batch, pack_abid, read_packed
 from bincount.data.records import read_abid
 from bincount.data.transforms import eval_transform

@@ -72,7 +72,7 @@ def test_broken_images_are_skipped_and_named(counter_ckpt, dev224, tmp_path, cap
     (folder / "half.jpg").write_bytes(good[: len(good) // 2])
     (folder / "text.jpg").write_text("not an image")
     out = tmp_path / "p.csv"
-    assert main(["predict", str(counter_ckpt), str(folder), "--out", str(out)]) == 0
+    assert main(["predict", str(counter_ckpt), str(folder), "--out", str(out)]) == 1  # the rest is written
     assert [r["id"] for r in read_csv(out)] == ["good"]
     err = capsys.readouterr().err
     assert "half.jpg: unreadable image" in err and "text.jpg: unreadable image" in err
@@ -102,3 +102,48 @@ def test_missing_inputs_are_one_clear_error(counter_ckpt, dev224, tmp_path, caps
     assert "no such file or folder" in capsys.readouterr().err
     assert main(["predict", str(tmp_path / "none.ckpt"), str(dev224 / "bin-images" / "00004.jpg")]) == 2
     assert "no such model" in capsys.readouterr().err
+
+
+def test_a_folder_where_nothing_is_readable_exits_non_zero(counter_ckpt, tmp_path, capsys):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "a.jpg").write_text("not an image")
+    (folder / "b.png").write_bytes(b"")
+    out = tmp_path / "p.csv"
+    assert main(["predict", str(counter_ckpt), str(folder), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "error: no image could be read" in err and "a.jpg: unreadable image" in err
+    assert read_csv(out) == []
+
+
+def test_links_loops_and_other_files_are_all_accounted_for(counter_ckpt, dev224, tmp_path, capsys):
+    """Every entry of a folder is predicted, skipped with a reason, or listed as ignored; a linked folder
+    is searched once, so no photo is predicted twice."""
+    import os
+
+    folder, shelf = tmp_path / "photos", tmp_path / "shelf"
+    folder.mkdir()
+    shelf.mkdir()
+    good = (dev224 / "bin-images" / "00004.jpg").read_bytes()
+    (folder / "a.jpg").write_bytes(good)
+    (shelf / "b.jpg").write_bytes(good)
+    os.symlink(folder / "loop.jpg", folder / "loop.jpg")  # a link to itself
+    os.symlink(tmp_path / "gone.jpg", folder / "dangling.jpg")
+    os.symlink(shelf, folder / "shelf")  # a linked folder: searched
+    os.symlink(folder, shelf / "back")  # ... which links back up: a loop
+    os.symlink(shelf, folder / "again")  # the same folder by a second path: searched once
+    (folder / "notes.txt").write_text("to do")
+    (folder / ".hidden.jpg").write_bytes(good)
+    out = tmp_path / "p.csv"
+    assert main(["predict", str(counter_ckpt), str(folder), "--out", str(out), "--quiet"]) == 1
+    assert sorted(r["id"] for r in read_csv(out)) == ["a", "b"]
+    err = capsys.readouterr().err
+    skipped = dict(line.removeprefix("skipped ").split(": ", 1) for line in err.splitlines() if line.startswith("skipped "))
+    assert "Too many levels of symbolic links" in skipped[str(folder / "loop.jpg")]
+    assert "No such file" in skipped[str(folder / "dangling.jpg")]
+    searched_twice = {p for p, why in skipped.items() if "already searched" in why}
+    # "again" is searched first (sorted); "shelf" is the same folder, and its "back" leads up to the start
+    assert searched_twice == {str(folder / "shelf"), str(folder / "again" / "back")}
+    assert "ignored 2 file(s)" in err and "notes.txt" in err and ".hidden.jpg" in err
+    summary = json.loads(err.strip().splitlines()[-1])
+    assert summary["images"] == 2 and summary["skipped"] == 4 and summary["ignored"] == 2

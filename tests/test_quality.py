@@ -15,6 +15,7 @@ from hydra.utils import instantiate
 
 from bincount.data.dataset import load_rgb
 from bincount.data.gpu_augment import eval_batch_transform, geometry
+from bincount.data.images import load_rgb
 from bincount.data.packed import RowsDataset
 from bincount.data.transforms import eval_transform
 from bincount.inventory import (

@@ -12,8 +12,13 @@ from bincount.cli import main
 from bincount.data.records import parse_metadata
 from bincount.inventory import (
     AUDIT,
+    CONFLICTING_EXPECTED,
+    CONFLICTING_PREDICTIONS,
+    DUPLICATE_EXPECTED,
+    INVALID_COUNT,
     MATCH,
     MISMATCH,
+    NOT_DECIDED,
     OUTSIDE,
     calibrate,
     choose_threshold,
@@ -56,11 +61,12 @@ def test_expected_quantities_from_real_metadata_and_from_csv(dev224, tmp_path):
     for f in files:
         count, skus = parse_metadata(json.loads(f.read_text()))
         assert expected[f.stem].count == count and expected[f.stem].skus == tuple(s.name for s in skus)
-    assert unusable == [] and any(e.skus for e in expected.values())
+    assert unusable.errors == {} and unusable.notes == {} and any(e.skus for e in expected.values())
     table = tmp_path / "expected.csv"
     table.write_text("bin_id,expected_count,sku_names\nA1,3,Pens|Tape\nA2,x,\nA3,0,\n")
     got, bad = read_expected([str(table)])
-    assert got["A1"].count == 3 and got["A1"].skus == ("Pens", "Tape") and got["A3"].count == 0 and bad == ["A2"]
+    assert got["A1"].count == 3 and got["A1"].skus == ("Pens", "Tape") and got["A3"].count == 0
+    assert bad.errors == {INVALID_COUNT: ["A2"]} and "A2" not in got
 
 
 @pytest.fixture(scope="module")
@@ -153,3 +159,111 @@ def test_reconcile_with_metadata_folder_and_calibration(predictions, small_abid,
 def test_reconcile_without_a_threshold_is_one_clear_error(predictions, small_abid, capsys):
     assert main(["reconcile", str(predictions[0]), "--expected", str(small_abid)]) == 2
     assert "--threshold" in capsys.readouterr().err
+
+
+# -- inputs a spreadsheet or a pipeline really produces -------------------------------------------
+def _decisions(path):
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _inventory(small_abid, ids, path, encoding="utf-8", extra_rows=(), skip=()):
+    """An expected-quantities CSV from the real metadata of ``ids`` (plus raw extra rows)."""
+    lines = ["bin_id,expected_count,sku_names"]
+    for i in ids:
+        if i in skip:
+            continue
+        count, skus = parse_metadata(json.loads((small_abid / "metadata" / f"{i}.json").read_text()))
+        lines.append(f"{i},{count},{'|'.join(s.name.replace(',', ' ') for s in skus)}")
+    path.write_text("\r\n".join(lines + list(extra_rows)) + "\r\n", encoding=encoding)
+    return path
+
+
+def test_a_spreadsheet_csv_with_a_byte_order_mark_and_its_own_header_spelling(predictions, small_abid, tmp_path):
+    ids = sorted(p.id for p in read_predictions(predictions[0]))
+    table = _inventory(small_abid, ids, tmp_path / "excel.csv", encoding="utf-8-sig")
+    table.write_text(table.read_text(encoding="utf-8-sig").replace("bin_id,expected_count", "Bin_ID ,Expected_Count"),
+                     encoding="utf-8-sig")
+    assert table.read_bytes()[:3] == b"\xef\xbb\xbf"
+    out = tmp_path / "d.csv"
+    assert main(["reconcile", str(predictions[0]), "--expected", str(table), "--threshold", "0.5",
+                 "--out", str(out)]) == 0
+    assert sorted(r["bin_id"] for r in _decisions(out)) == ids
+
+
+def test_bad_expected_rows_are_named_undecided_and_make_the_result_incomplete(predictions, small_abid, tmp_path,
+                                                                              capsys):
+    ids = sorted(p.id for p in read_predictions(predictions[0]))
+    conflicting, repeated, fractional, negative, blank, spelled = ids[:6]
+    table = _inventory(small_abid, ids, tmp_path / "inv.csv", skip={fractional, negative, blank, spelled, ids[6]},
+                       extra_rows=[f"{conflicting},9,", f"{repeated},{_count(small_abid, repeated)},",
+                                   f"{fractional},2.5,", f"{negative},-1,", f"{blank},,", f"{spelled},three,",
+                                   f"{ids[6]} ,{_count(small_abid, ids[6])}.0,", "NOPHOTO,x,"])
+    out, summary = tmp_path / "d.csv", tmp_path / "s.json"
+    assert main(["reconcile", str(predictions[0]), "--expected", str(table), "--threshold", "0.5",
+                 "--out", str(out), "--summary", str(summary)]) == 1
+    rows = {r["bin_id"]: r for r in _decisions(out)}
+    assert sorted(rows) == ids  # every photographed bin once, decided or not
+    undecided = {i for i, r in rows.items() if r["decision"] == NOT_DECIDED}
+    assert undecided == {conflicting, fractional, negative, blank, spelled}
+    assert rows[conflicting]["problem"] == CONFLICTING_EXPECTED and rows[blank]["problem"] == INVALID_COUNT
+    assert rows[repeated]["decision"] != NOT_DECIDED and rows[ids[6]]["decision"] != NOT_DECIDED  # "3.0", " id"
+    s = json.loads(summary.read_text())
+    assert s["complete"] is False and s[NOT_DECIDED] == 5 and s["bins"] == 20
+    assert s["input_problems"]["errors"] == {INVALID_COUNT: sorted([fractional, negative, blank, spelled, "NOPHOTO"]),
+                                             CONFLICTING_EXPECTED: [conflicting]}
+    assert s["input_problems"]["notes"] == {DUPLICATE_EXPECTED: [repeated]}
+    err = capsys.readouterr().err
+    assert f"error: {CONFLICTING_EXPECTED}: 1 bin(s): {conflicting}" in err and "error: incomplete" in err
+
+
+def _count(small_abid, bin_id):
+    return parse_metadata(json.loads((small_abid / "metadata" / f"{bin_id}.json").read_text()))[0]
+
+
+def test_duplicate_predictions_are_decided_once_and_conflicting_ones_not_at_all(predictions, small_abid, tmp_path):
+    text = predictions[0].read_text()
+    header, *lines = text.strip().splitlines()
+    doubled = tmp_path / "doubled.csv"
+    doubled.write_text("\n".join([header, *lines, *lines]) + "\n")  # every photo listed twice: 40 rows, 20 bins
+    out = tmp_path / "d.csv"
+    assert main(["reconcile", str(doubled), "--expected", str(small_abid), "--threshold", "0.5",
+                 "--out", str(out)]) == 0
+    assert len(_decisions(out)) == 20 and len({r["bin_id"] for r in _decisions(out)}) == 20
+    # a second photo of one bin counted differently: that bin is not decided
+    first = read_predictions(predictions[0])[0]
+    other = (first.count % 5) + 1
+    row = lines[0].split(",")
+    row[2] = str(other)  # predicted_count
+    clash = tmp_path / "clash.csv"
+    clash.write_text("\n".join([header, *lines, ",".join(row)]) + "\n")
+    assert main(["reconcile", str(clash), "--expected", str(small_abid), "--threshold", "0.5",
+                 "--out", str(out)]) == 1
+    rows = {r["bin_id"]: r for r in _decisions(out)}
+    assert len(rows) == 20 and rows[first.id]["decision"] == NOT_DECIDED
+    assert rows[first.id]["problem"] == CONFLICTING_PREDICTIONS
+
+
+def test_empty_predictions_are_an_error_not_an_empty_success(small_abid, tmp_path, capsys):
+    for name, text in (("empty.csv", ""), ("header.csv", "id,image,predicted_count,confidence\n"), ("empty.json", "[]")):
+        (tmp_path / name).write_text(text)
+        assert main(["reconcile", str(tmp_path / name), "--expected", str(small_abid), "--threshold", "0.5",
+                     "--out", str(tmp_path / "d.csv")]) == 2
+        assert "holds no predictions" in capsys.readouterr().err
+
+
+def test_metadata_with_a_byte_order_mark_is_read_everywhere(predictions, small_abid, tmp_path):
+    """Metadata saved by an editor that writes a UTF-8 byte-order mark: the reader, reconcile and
+    predict's true counts read it like any other."""
+    from bincount.data.records import read_abid
+    from conftest import make_abid_slice
+
+    ids = sorted(p.stem for p in (small_abid / "metadata").glob("*.json"))[:10]
+    folder = make_abid_slice(small_abid, tmp_path / "bom", ids)
+    for f in (folder / "metadata").glob("*.json"):
+        f.write_bytes(b"\xef\xbb\xbf" + f.read_bytes())
+    records, report = read_abid(folder, check_images=False)
+    assert report.total == 0 and sorted(r.id for r in records) == ids
+    assert all(r.count == _count(small_abid, r.id) for r in records)
+    expected, problems = read_expected([str(folder)])
+    assert sorted(expected) == ids and not problems.errors

@@ -3,7 +3,8 @@ from collections import Counter
 
 import pytest
 
-from bincount.data.records import check_image, load_file_list, parse_metadata, read_abid
+from bincount.data.images import image_problem
+from bincount.data.records import load_file_list, parse_metadata, read_abid
 from bincount.errors import BincountError
 from conftest import ids_by_count, make_abid_slice
 
@@ -73,4 +74,4 @@ def test_not_an_abid_folder_is_a_clear_error(tmp_path):
 
 
 def test_check_image_accepts_real_originals(abid):
-    assert check_image(abid / "raw" / "bin-images" / "00001.jpg") is None
+    assert image_problem(abid / "raw" / "bin-images" / "00001.jpg") is None

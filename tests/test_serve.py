@@ -98,7 +98,9 @@ def _oversized(jpegs):
 
 BAD = {
     "empty body": (lambda j: b"", "image/jpeg", 400),
-    "not an image": (lambda j: b"GIF89a? no, just text pretending" * 10, "image/jpeg", 400),
+    "not an image": (lambda j: b"this is a text file, not a photo\n" * 10, "image/jpeg", 400),
+    # a GIF header claiming 8255 x 28526 pixels: refused as too large before anything is decoded
+    "huge header, no pixels": (lambda j: b"GIF89a? no, just text pretending" * 10, "image/jpeg", 413),
     "random bytes": (lambda j: bytes(range(256)) * 20, "application/x-image", 400),
     "truncated jpeg": (lambda j: j[0][: len(j[0]) // 2], "image/jpeg", 400),
     "oversized body": (_oversized, "image/jpeg", 413),
@@ -239,3 +241,77 @@ def test_the_serve_command_serves_an_exported_model_until_interrupted(counter_ck
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=60) == 0
+
+
+# -- edges of HTTP itself -----------------------------------------------------------------------
+def raw_exchange(server, data: bytes) -> bytes:
+    """Send raw bytes on one connection and read until the server closes it."""
+    import socket
+
+    host, port = server.server_address[:2]
+    with socket.create_connection((host, port), timeout=60) as s:
+        s.sendall(data)
+        chunks = []
+        while chunk := s.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def responses(raw: bytes) -> list[tuple[int, dict]]:
+    """The (status, JSON body) of every HTTP response in ``raw``."""
+    out = []
+    while raw:
+        head, _, rest = raw.partition(b"\r\n\r\n")
+        lines = head.decode().split("\r\n")
+        headers = dict(line.split(": ", 1) for line in lines[1:])
+        n = int(headers["Content-Length"])
+        assert headers["Content-Type"] == "application/json", headers
+        out.append((int(lines[0].split()[1]), json.loads(rest[:n])))
+        raw = rest[n:]
+    return out
+
+
+def test_a_post_without_content_length_gets_411_and_its_body_is_never_a_request(server):
+    smuggled = b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n"
+    got = responses(raw_exchange(server, b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n\r\n"
+                                 + smuggled))
+    assert [s for s, _ in got] == [411] and "Content-Length" in got[0][1]["error"]  # one answer, then closed
+    assert request(server, "GET", "/ping")[0] == 200
+
+
+@pytest.mark.parametrize("raw, status", [
+    (b"POST /invocations HTTP/1.1\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(150)) + b"\r\n", 431),
+    (b"POST /invocations HTTP/1.1\r\nX-Long: " + b"a" * 70000 + b"\r\n\r\n", 431),
+    (b"PUT /invocations HTTP/1.1\r\nContent-Length: 0\r\n\r\n", 501),
+    (b"GET /ping HTTP/2.0\r\n\r\n", 505),
+    (b"POST /invocations HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 9\r\n\r\nhello", 400),
+])
+def test_the_standard_librarys_refusals_are_json_too(server, raw, status):
+    got = responses(raw_exchange(server, raw))
+    assert [s for s, _ in got] == [status] and got[0][1]["error"]
+    assert request(server, "GET", "/ping")[0] == 200
+
+
+def test_a_huge_png_is_413_before_decoding(server):
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    side = 20000  # 400 million pixels of 1-bit gray, 50 MB raw, about 50 kB compressed
+    rows = zlib.compress(bytes(side * (1 + side // 8)), 9)
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0))
+           + chunk(b"IDAT", rows) + chunk(b"IEND", b""))
+    assert len(png) < MAX_BODY
+    status, _, body = invoke(server, png, "image/png")
+    assert status == 413 and "too large" in body["error"]
+
+
+def test_base64_as_clients_write_it(server, predictor, jpegs):
+    want = expected_counts(predictor, jpegs[:1])
+    for text in (base64.encodebytes(jpegs[0]).decode(),  # MIME: a line break every 76 characters
+                 "data:image/jpeg;base64," + base64.b64encode(jpegs[0]).decode(),
+                 base64.urlsafe_b64encode(jpegs[0]).decode().rstrip("=")):
+        status, _, body = invoke(server, json.dumps({"image": text}), "application/json")
+        assert status == 200 and [p["count"] for p in body["predictions"]] == want

@@ -5,8 +5,8 @@ from collections import Counter
 
 import pytest
 
-from bincount.data.records import read_abid
-from bincount.data.split import apply_manifest, split_records, write_manifest
+from bincount.data.records import BinRecord, read_abid
+from bincount.data.split import ABSENT, RELABELLED, UNLISTED, apply_manifest, split_records, write_manifest
 from bincount.errors import BincountError
 from helpers.synthetic_abid import make_synthetic_abid
 
@@ -57,16 +57,21 @@ def test_balanced_gives_equal_images_per_class(records):
 def test_manifest_round_trip_reproduces_split(records, tmp_path):
     s = split_records(records, seed=3, limit_per_class=50)
     path = write_manifest(s, tmp_path / "m.csv")
-    again, unusable = apply_manifest(records, path)
-    assert unusable == []
+    again, misfits = apply_manifest(records, path)
+    assert ABSENT not in misfits and RELABELLED not in misfits
+    assert len(misfits[UNLISTED]) == len(records) - 250  # the rest of the folder is named as left out
     assert {k: sorted(v) for k, v in ids(again).items()} == {k: sorted(v) for k, v in ids(s).items()}
 
 
 def test_manifest_reports_ids_it_cannot_use(records, tmp_path):
     s = split_records(records[:100])
     path = write_manifest(s, tmp_path / "m.csv")
-    again, unusable = apply_manifest(records[10:], path)
-    assert sorted(unusable) == sorted(r.id for r in records[:10])
+    changed = [BinRecord(r.id, r.image, r.count + 1, r.skus) for r in records[10:13]]  # metadata changed since
+    again, misfits = apply_manifest(records[13:] + changed, path)
+    assert misfits[ABSENT] == sorted(r.id for r in records[:10])
+    assert misfits[RELABELLED] == sorted(r.id for r in changed)
+    assert misfits[UNLISTED] == sorted(r.id for r in records[100:])
+    assert not {r.id for r in records[:13]} & {r.id for part in again.values() for r in part}
 
 
 def test_bad_split_options_name_the_key(records):

@@ -5,7 +5,13 @@ Each bin gets one decision:
 - ``match``: the model is confident and agrees with the expected quantity (auto-verified);
 - ``mismatch``: the model is confident and disagrees (auto-flagged: the record or the bin is wrong;
   ``predicted_count`` is the proposed correction);
-- ``needs-audit``: the model's confidence is below the threshold, so a person counts the bin.
+- ``needs-audit``: the model's confidence is below the threshold, so a person counts the bin;
+- ``not-decided``: the inputs do not allow a decision (the bin's expected quantity is not a
+  non-negative integer or its records disagree, or its photos were given different counts): a person
+  checks it, ``problem`` says why, and `bincount reconcile` exits 1.
+
+Inputs are checked before any decision (``read_expected``, ``unique_predictions``): no bin is decided
+twice, and every input row that cannot be used is named in the outputs.
 
 The threshold is given, or chosen on validation predictions as the smallest confidence at which the
 model's counts are right at least ``target_precision`` of the time. Where true counts are known
@@ -21,17 +27,19 @@ from __future__ import annotations
 
 import csv
 import json
-from collections import Counter
-from dataclasses import asdict, dataclass
+import math
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from bincount.data.files import read_text
 from bincount.data.records import METADATA_DIR, parse_metadata
 from bincount.errors import BincountError
 from bincount.predict import Prediction
 
-MATCH, MISMATCH, AUDIT = "match", "mismatch", "needs-audit"
+MATCH, MISMATCH, AUDIT, NOT_DECIDED = "match", "mismatch", "needs-audit", "not-decided"
 OUTSIDE = "record outside the model's counts"
 
 
@@ -45,20 +53,21 @@ class Expected:
 class Decision:
     bin_id: str
     decision: str
-    expected_count: int
-    predicted_count: int
-    confidence: float
+    expected_count: int | None
+    predicted_count: int | None
+    confidence: float | None
     sku_names: str
     true_count: int | None = None
     # P(the record is right | photo), when decided with a record error rate
     record_probability: float | None = None
     reason: str = ""
+    problem: str = ""  # why a bin is not decided (its inputs)
 
     @property
     def correct(self) -> bool | None:
         """Was an automatic decision right? ``match`` is right when the bin really holds the expected
-        quantity, ``mismatch`` when it does not. None for audits and unlabelled bins."""
-        if self.decision == AUDIT or self.true_count is None:
+        quantity, ``mismatch`` when it does not. None for audits, undecided and unlabelled bins."""
+        if self.decision in (AUDIT, NOT_DECIDED) or self.true_count is None:
             return None
         return (self.decision == MATCH) == (self.true_count == self.expected_count)
 
@@ -73,65 +82,150 @@ class Threshold:
     z: float = 0.0  # the precision's Wilson lower bound at this z had to reach the target
 
 
-# -- expected quantities ------------------------------------------------------------------------
-def _expected_from_metadata(files: list[Path]) -> tuple[dict[str, Expected], list[str]]:
-    expected, unusable = {}, []
+# -- checking the inputs ------------------------------------------------------------------------
+@dataclass
+class InputProblems:
+    """Input rows reconcile could not use, by reason (``errors``: those bins are not decided and the
+    command exits 1) and rows it used once resolved (``notes``: duplicates that agree)."""
+
+    errors: dict[str, list[str]] = field(default_factory=dict)
+    notes: dict[str, list[str]] = field(default_factory=dict)
+
+    def error(self, reason: str, ids) -> None:
+        if ids:
+            self.errors.setdefault(reason, []).extend(sorted(ids))
+
+    def note(self, reason: str, ids) -> None:
+        if ids:
+            self.notes.setdefault(reason, []).extend(sorted(ids))
+
+    def merge(self, other: InputProblems) -> InputProblems:
+        for reason, ids in other.errors.items():
+            self.error(reason, ids)
+        for reason, ids in other.notes.items():
+            self.note(reason, ids)
+        return self
+
+    def undecidable(self) -> dict[str, str]:
+        """bin id -> why it cannot be decided."""
+        return {i: reason for reason, ids in self.errors.items() for i in ids}
+
+    def lines(self, show: int = 10) -> list[str]:
+        out = []
+        for kind, problems in (("error", self.errors), ("note", self.notes)):
+            for reason, ids in problems.items():
+                more = f" ... and {len(ids) - show} more" if len(ids) > show else ""
+                out.append(f"{kind}: {reason}: {len(ids)} bin(s): {', '.join(ids[:show])}{more}")
+        return out
+
+    def to_dict(self) -> dict:
+        return {"errors": self.errors, "notes": self.notes}
+
+
+INVALID_COUNT = "expected quantity is not a non-negative integer"
+CONFLICTING_EXPECTED = "expected quantities disagree between rows or sources"
+DUPLICATE_EXPECTED = "expected quantity given more than once (same value, used once)"
+CONFLICTING_PREDICTIONS = "photos of the bin were given different counts"
+DUPLICATE_PREDICTIONS = "bin predicted from several photos with the same count (decided once, on the lowest confidence)"
+
+
+def parse_count(text) -> int | None:
+    """A count as a spreadsheet may write it (``3``, `` 3 ``, ``3.0``); None unless a non-negative integer."""
+    try:
+        value = float(str(text).strip())
+    except ValueError:
+        return None
+    return int(value) if math.isfinite(value) and value >= 0 and value == int(value) else None
+
+
+def _rows_from_metadata(files: list[Path]) -> list[tuple[str, Expected | None]]:
+    rows = []
     for f in files:
         try:
-            count, skus = parse_metadata(json.loads(f.read_text()))
+            count, skus = parse_metadata(json.loads(f.read_bytes()))  # bytes: a byte-order mark is skipped
         except (json.JSONDecodeError, UnicodeDecodeError):
             count, skus = None, ()
-        if count is None:
-            unusable.append(f.stem)
-        else:
-            expected[f.stem] = Expected(count, tuple(s.name for s in skus))
-    return expected, unusable
+        rows.append((f.stem, None if count is None else Expected(count, tuple(s.name for s in skus))))
+    return rows
 
 
-def _expected_from_csv(path: Path) -> tuple[dict[str, Expected], list[str]]:
-    with path.open(newline="") as f:
-        reader = csv.DictReader(f)
-        fields = reader.fieldnames or []
-        id_col = next((c for c in ("bin_id", "id") if c in fields), None)
-        count_col = next((c for c in ("expected_count", "expected_quantity", "expected") if c in fields), None)
-        if id_col is None or count_col is None:
-            raise BincountError(f"{path}: needs columns bin_id and expected_count (optional sku_names, "
-                                f"separated by '|'); it has {', '.join(fields) or 'none'}")
-        expected, unusable = {}, []
-        for row in reader:
-            try:
-                count = int(row[count_col])
-                if count < 0:
-                    raise ValueError
-            except (TypeError, ValueError):
-                unusable.append(row[id_col])
-                continue
-            names = tuple(n for n in (row.get("sku_names") or "").split("|") if n)
-            expected[row[id_col]] = Expected(count, names)
-    return expected, unusable
+def _rows_from_csv(path: Path) -> list[tuple[str, Expected | None]]:
+    reader = csv.DictReader(read_text(path).splitlines())
+    columns = {c.strip().lower(): c for c in reader.fieldnames or [] if c}  # "Bin_ID " as spreadsheets write it
+    id_col = next((columns[c] for c in ("bin_id", "id") if c in columns), None)
+    count_col = next((columns[c] for c in ("expected_count", "expected_quantity", "expected") if c in columns), None)
+    if id_col is None or count_col is None:
+        raise BincountError(f"{path}: needs columns bin_id and expected_count (optional sku_names, "
+                            f"separated by '|'); it has {', '.join(map(repr, reader.fieldnames or [])) or 'none'}")
+    names_col = columns.get("sku_names")
+    rows = []
+    for row in reader:
+        bin_id = (row.get(id_col) or "").strip()
+        if not bin_id:
+            continue  # a blank line or a row without an id names no bin
+        count = parse_count(row.get(count_col))
+        names = tuple(n for n in ((row.get(names_col) if names_col else None) or "").split("|") if n)
+        rows.append((bin_id, None if count is None else Expected(count, names)))
+    return rows
 
 
-def read_expected(sources: list[str]) -> tuple[dict[str, Expected], list[str]]:
-    """Expected quantities by bin id, and the ids whose record has no valid quantity. Sources: a CSV
-    (bin_id, expected_count, sku_names), ABID metadata JSON files, a folder of them, or an ABID folder."""
-    expected: dict[str, Expected] = {}
-    unusable: list[str] = []
+def read_expected(sources: list[str]) -> tuple[dict[str, Expected], InputProblems]:
+    """Expected quantities by bin id, and the problems of the rows: an id is used only when every row
+    that names it (in any source) has a valid quantity and they agree. Sources: a CSV (bin_id,
+    expected_count, sku_names), ABID metadata JSON files, a folder of them, or an ABID folder."""
+    rows: list[tuple[str, Expected | None]] = []
     for src in sources:
         path = Path(src)
         if path.is_dir():
             folder = path / METADATA_DIR if (path / METADATA_DIR).is_dir() else path
-            got = _expected_from_metadata(sorted(folder.glob("*.json")))
-        elif path.suffix == ".json" and path.is_file():
-            got = _expected_from_metadata([path])
-        elif path.suffix == ".csv" and path.is_file():
-            got = _expected_from_csv(path)
+            rows += _rows_from_metadata(sorted(folder.glob("*.json")))
+        elif path.suffix.lower() == ".json" and path.is_file():
+            rows += _rows_from_metadata([path])
+        elif path.suffix.lower() == ".csv" and path.is_file():
+            rows += _rows_from_csv(path)
         else:
             raise BincountError(f"--expected {src}: not a CSV, a metadata JSON or a folder of them")
-        expected.update(got[0])
-        unusable += got[1]
-    if not expected:
+    if not rows:
         raise BincountError(f"--expected {' '.join(sources)}: no expected quantities found")
-    return expected, unusable
+    by_id: dict[str, list[Expected | None]] = defaultdict(list)
+    for bin_id, exp in rows:
+        by_id[bin_id].append(exp)
+    expected, problems = {}, InputProblems()
+    invalid, conflicting, repeated = [], [], []
+    for bin_id, found in by_id.items():
+        if any(e is None for e in found):
+            invalid.append(bin_id)
+        elif len({e.count for e in found}) > 1:
+            conflicting.append(bin_id)
+        else:
+            expected[bin_id] = max(found, key=lambda e: len(e.skus))  # the row that names the SKUs
+            if len(found) > 1:
+                repeated.append(bin_id)
+    problems.error(INVALID_COUNT, invalid)
+    problems.error(CONFLICTING_EXPECTED, conflicting)
+    problems.note(DUPLICATE_EXPECTED, repeated)
+    return expected, problems
+
+
+def unique_predictions(predictions: list[Prediction]) -> tuple[list[Prediction], InputProblems]:
+    """One prediction per bin id. Photos of one bin given the same count become one prediction with the
+    lowest confidence among them (a doubt about any photo sends the bin to a person); photos given
+    different counts leave the bin undecided. Nothing is decided twice."""
+    by_id: dict[str, list[Prediction]] = defaultdict(list)
+    for p in predictions:
+        by_id[p.id].append(p)
+    kept, problems = [], InputProblems()
+    conflicting, repeated = [], []
+    for bin_id, group in by_id.items():
+        if len({p.count for p in group}) > 1:
+            conflicting.append(bin_id)
+            continue
+        kept.append(min(group, key=lambda p: p.confidence))
+        if len(group) > 1:
+            repeated.append(bin_id)
+    problems.error(CONFLICTING_PREDICTIONS, conflicting)
+    problems.note(DUPLICATE_PREDICTIONS, repeated)
+    return kept, problems
 
 
 # -- threshold ----------------------------------------------------------------------------------
@@ -277,7 +371,12 @@ def decide(p: Prediction, exp: Expected, threshold: float, record_model: RecordM
 
 def reconcile(predictions: list[Prediction], expected: dict[str, Expected], threshold: float,
               record_model: RecordModel | None = None) -> tuple[list[Decision], dict[str, list[str]]]:
-    """One decision per bin that has both a prediction and an expected quantity; the other bins by reason."""
+    """One decision per bin that has both a prediction and an expected quantity; the other bins by reason.
+    ``predictions`` must hold one per bin (``unique_predictions``)."""
+    repeated = [i for i, n in Counter(p.id for p in predictions).items() if n > 1]
+    if repeated:
+        raise BincountError(f"reconcile: bins predicted more than once ({', '.join(sorted(repeated)[:5])}); "
+                            "pass the predictions through unique_predictions first")
     decisions = []
     predicted_ids = {p.id for p in predictions}
     unmatched = {"no expected quantity": sorted(p.id for p in predictions if p.id not in expected),
@@ -289,24 +388,40 @@ def reconcile(predictions: list[Prediction], expected: dict[str, Expected], thre
     return decisions, unmatched
 
 
+def add_undecided(decisions: list[Decision], unmatched: dict[str, list[str]], problems: InputProblems,
+                  photographed: set[str], expected: dict[str, Expected]) -> list[Decision]:
+    """A ``not-decided`` row for every photographed bin whose inputs had an error; such bins leave the
+    unmatched lists (they are not missing a photo or a record, their inputs are wrong). Sorted by id."""
+    undecidable = problems.undecidable()
+    rows = [Decision(i, NOT_DECIDED, expected[i].count if i in expected else None, None, None,
+                     "|".join(expected[i].skus) if i in expected else "", reason="inputs not usable", problem=why)
+            for i, why in sorted(undecidable.items()) if i in photographed]
+    for reason in unmatched:
+        unmatched[reason] = [i for i in unmatched[reason] if i not in undecidable]
+    return sorted(decisions + rows, key=lambda d: d.bin_id)
+
+
 def _share(hits: int, n: int) -> float | None:
     return round(hits / n, 4) if n else None
 
 
-def summarize(decisions: list[Decision], threshold: Threshold, unmatched: dict[str, list[str]]) -> dict:
+def summarize(decisions: list[Decision], threshold: Threshold, unmatched: dict[str, list[str]],
+              problems: InputProblems | None = None) -> dict:
     """Counts of each decision; where true counts are known, how often each kind of decision was right."""
     counts = Counter(d.decision for d in decisions)
     summary = {
         "bins": len(decisions),
         "auto_verified": counts[MATCH],
         "auto_verified_share": _share(counts[MATCH], len(decisions)),
-        "to_check": counts[MISMATCH] + counts[AUDIT],
-        MATCH: counts[MATCH], MISMATCH: counts[MISMATCH], AUDIT: counts[AUDIT],
+        "to_check": len(decisions) - counts[MATCH],
+        MATCH: counts[MATCH], MISMATCH: counts[MISMATCH], AUDIT: counts[AUDIT], NOT_DECIDED: counts[NOT_DECIDED],
         "threshold": asdict(threshold),
         "reasons": dict(Counter(d.reason for d in decisions)),
         "unmatched": {k: len(v) for k, v in unmatched.items()},
+        "input_problems": (problems or InputProblems()).to_dict(),
+        "complete": not (problems and problems.errors),
     }
-    labelled = [d for d in decisions if d.true_count is not None]
+    labelled = [d for d in decisions if d.true_count is not None and d.decision != NOT_DECIDED]
     if not labelled:
         return summary
     confident = [d for d in labelled if d.decision != AUDIT]
@@ -331,7 +446,7 @@ def summarize(decisions: list[Decision], threshold: Threshold, unmatched: dict[s
 def write_decisions(decisions: list[Decision], out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     fields = ["bin_id", "decision", "expected_count", "predicted_count", "confidence", "sku_names", "true_count",
-              "record_probability", "reason"]
+              "record_probability", "reason", "problem"]
     with out.open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields)
         w.writeheader()

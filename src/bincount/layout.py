@@ -57,6 +57,14 @@ def run_of_checkpoint(ckpt: str | Path) -> Path:
     return Path(ckpt).resolve().parent.parent
 
 
+def checkpoint_run_dir(ckpt: str | Path) -> Path | None:
+    """The run folder of train.py a checkpoint was written into (``RUN/checkpoints/last.ckpt`` -> ``RUN``,
+    recognised by the ``.hydra`` folder Hydra leaves in every run folder); None for a checkpoint elsewhere."""
+    ckpt = Path(ckpt)
+    run = ckpt.parent.parent
+    return run if ckpt.parent.name == CHECKPOINT_DIR and (run / ".hydra").is_dir() else None
+
+
 def manifest_of_checkpoint(ckpt: str | Path) -> Path | None:
     """The split manifest of the run a checkpoint came from, or None when there is none beside it."""
     candidate = run_of_checkpoint(ckpt) / MANIFEST

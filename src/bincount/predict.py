@@ -10,19 +10,19 @@ from __future__ import annotations
 
 import csv
 import json
-import logging
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from bincount.data.files import read_text
+from bincount.data.images import ImageError
 from bincount.data.sources import find_images, known_counts
 from bincount.data.split import read_manifest
 from bincount.errors import BincountError
 from bincount.layout import manifest_of_checkpoint
 from bincount.progress import progress
 from bincount.serve.predictor import Predictor, load_predictor
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -61,8 +61,8 @@ def predict_images(predictor: Predictor, images: list[Path], truth: dict[str, in
     def decode(path: Path):  # in a thread pool: PIL releases the GIL; torch work stays in this thread
         try:
             return predictor.decode(path)
-        except Exception as e:  # corrupt, truncated or not an image: skip and report, never guess
-            skipped[str(path)] = f"unreadable image ({type(e).__name__})"
+        except ImageError as e:  # corrupt, truncated, too small, no faithful RGB: skip and report, never guess
+            skipped[str(path)] = str(e)
             return None
 
     batches = [images[i:i + batch_size] for i in range(0, len(images), batch_size)]
@@ -92,25 +92,35 @@ def write_predictions(predictions: list[Prediction], out: Path) -> Path:
 
 
 def read_predictions(path: str | Path) -> list[Prediction]:
-    """Predictions written by ``bincount predict`` (CSV or JSON)."""
+    """Predictions written by ``bincount predict`` (CSV or JSON; a spreadsheet's byte-order mark is fine).
+    A file with no predictions is an error: there is nothing to decide on."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = read_text(path)
+        rows = json.loads(text) if path.suffix == ".json" else list(csv.DictReader(text.splitlines()))
+        predictions = [Prediction(str(r["id"]).strip(), str(r["image"]), int(r["predicted_count"]),
+                                  float(r["confidence"]),
+                                  {int(k[2:]): float(v) for k, v in r.items() if k.startswith("p_")},
+                                  int(r["true_count"]) if str(r.get("true_count") or "").strip() else None)
+                       for r in rows]
     except FileNotFoundError:
         raise BincountError(f"no such predictions file {path}; write one with `bincount predict ... --out FILE`") from None
-    rows = json.loads(text) if path.suffix == ".json" else list(csv.DictReader(text.splitlines()))
-    try:
-        return [Prediction(str(r["id"]), str(r["image"]), int(r["predicted_count"]), float(r["confidence"]),
-                           {int(k[2:]): float(v) for k, v in r.items() if k.startswith("p_")},
-                           int(r["true_count"]) if str(r.get("true_count", "")).strip() else None)
-                for r in rows]
-    except (KeyError, ValueError, TypeError) as e:
+    except (KeyError, ValueError, TypeError, AttributeError) as e:
         raise BincountError(f"{path} is not a predictions file of `bincount predict` ({type(e).__name__}: {e})") from None
+    if not predictions:
+        raise BincountError(f"{path} holds no predictions; predict some images first (`bincount predict`)")
+    return predictions
 
 
-def summarize(predictions: list[Prediction], skipped: dict[str, str]) -> dict:
+def duplicate_ids(predictions: list[Prediction]) -> list[str]:
+    """Ids predicted more than once (two images with the same name in different folders)."""
+    return sorted(i for i, n in Counter(p.id for p in predictions).items() if n > 1)
+
+
+def summarize(predictions: list[Prediction], skipped: dict[str, str], ignored: list[str] = ()) -> dict:
     labelled = [p for p in predictions if p.true_count is not None]
-    summary = {"images": len(predictions), "skipped": len(skipped),
+    summary = {"images": len(predictions), "skipped": len(skipped), "ignored": len(ignored),
+               "duplicate_ids": duplicate_ids(predictions),
                "per_count": {c: sum(p.count == c for p in predictions) for c in sorted({p.count for p in predictions})}}
     if labelled:
         summary["labelled"] = len(labelled)
@@ -122,8 +132,10 @@ def predict(model: str | Path, sources: list[str], out: str | Path, backend: str
             manifest: str | Path | None = None, batch_size: int = 32, workers: int = 4) -> tuple[list[Prediction], dict]:
     """Count the items in every image of ``sources`` (files, folders, s3:// URIs) and write the predictions
     to ``out`` (CSV, or JSON when it ends in .json). ``split`` keeps only the images of one split of the
-    checkpoint's training run. Returns the predictions and a summary (with the skipped images)."""
-    images = find_images(sources)
+    checkpoint's training run. Returns the predictions and a summary (with the skipped images: unreadable
+    ones and entries of the sources that cannot be opened, and the files ignored for their names)."""
+    found = find_images(sources)
+    images = found.images
     if split:
         wanted = split_ids(model, split, manifest)
         images = [p for p in images if p.stem in wanted]
@@ -131,7 +143,9 @@ def predict(model: str | Path, sources: list[str], out: str | Path, backend: str
             raise BincountError(f"--split {split}: none of the images is in that split of the manifest")
     predictor = load_predictor(model, backend)
     predictions, skipped = predict_images(predictor, images, known_counts(sources), batch_size, workers)
-    summary = summarize(predictions, skipped)
+    skipped.update(found.skipped)
+    summary = summarize(predictions, skipped, found.ignored)
     summary["out"] = str(write_predictions(predictions, Path(out)))
     summary["skipped_images"] = dict(sorted(skipped.items()))
+    summary["ignored_files"] = found.ignored
     return predictions, summary

@@ -6,15 +6,19 @@ from __future__ import annotations
 import json
 import logging
 import time
+import warnings
 from pathlib import Path
 
 import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from bincount.data.split import read_manifest
+from bincount.config import check_config
+from bincount.data.datamodule import BinDataModule
+from bincount.data.split import SplitRow, changed_splits, read_manifest
 from bincount.errors import BincountError
 from bincount.layout import CONFUSION, MANIFEST, METRICS, RELIABILITY, manifest_of_checkpoint, run_of_checkpoint
+from bincount.model.checkpoint import load_checkpoint
 from bincount.model.counter import CountingModel
 from bincount.reports.plots import plot_confusion, plot_reliability
 
@@ -75,13 +79,18 @@ def write_temperature(ckpt: str | Path, temperature: float) -> None:
 def train(cfg: DictConfig) -> float | None:
     """Fit, checkpoint the best model by the optimized metric, test it, write metrics and plots.
 
-    Returns the value of ``cfg.optimized_metric`` at the best checkpoint (for sweeps).
+    With ``ckpt_path`` it resumes that checkpoint's run: the same split (stored in the checkpoint), the
+    history and debugger records going on; ``RUN/checkpoints/last.ckpt`` continues in ``RUN`` (see
+    conf/hydra/default.yaml). Returns the value of ``cfg.optimized_metric`` at the best checkpoint (for sweeps).
     """
     started = time.time()
+    check_config(cfg)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     out = Path(cfg.paths.output_dir)
-    datamodule = instantiate(cfg.data)
+    resume = cfg.get("ckpt_path")
+    overrides = {"fixed_split": resume_split(cfg, Path(resume))} if resume else {}
+    datamodule = instantiate(cfg.data, **overrides)
     model = instantiate(cfg.model)
     callbacks = _instantiate_group(cfg.get("callbacks"))
     loggers = _instantiate_group(cfg.get("logger"))
@@ -90,7 +99,10 @@ def train(cfg: DictConfig) -> float | None:
     for lg in loggers:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    with warnings.catch_warnings():
+        if resume:  # the run's own checkpoint folder, continued on purpose
+            warnings.filterwarnings("ignore", "Checkpoint directory .* exists and is not empty")
+        trainer.fit(model, datamodule=datamodule, ckpt_path=resume, weights_only=True)
     ckpt_cb = trainer.checkpoint_callback
     best = ckpt_cb.best_model_path if ckpt_cb and ckpt_cb.best_model_path else None
     score = ckpt_cb.best_model_score if ckpt_cb else None
@@ -118,13 +130,37 @@ def train(cfg: DictConfig) -> float | None:
     return float(metric) if metric is not None else None
 
 
+def resume_split(cfg: DictConfig, ckpt_path: Path) -> list[SplitRow]:
+    """The split a resumed run keeps: the one stored in its checkpoint (older checkpoints: the run
+    folder's manifest, or ``data.manifest``). Never a new one: a bin of the validation or test data
+    must not move into training. The checkpoint is read safely (``load_checkpoint``) first."""
+    ckpt = load_checkpoint(ckpt_path, "ckpt_path")
+    stored = BinDataModule.split_in_checkpoint(ckpt)
+    log.info("resuming %s at epoch %s, step %s", ckpt_path, ckpt.get("epoch"), ckpt.get("global_step"))
+    given = cfg.data.get("manifest")
+    if stored is None:
+        manifest = given or manifest_of_checkpoint(ckpt_path)
+        if manifest is None:
+            raise BincountError(f"ckpt_path: {ckpt_path} stores no split and there is no {MANIFEST} in its run "
+                                "folder; pass data.manifest=RUN/split_manifest.csv of the run it came from "
+                                "(a resumed run keeps its split)")
+        return read_manifest(manifest)
+    if given:
+        changed = changed_splits(stored, read_manifest(given))
+        if changed:
+            raise BincountError(f"data.manifest: {len(changed)} bins are in another split than in the checkpoint "
+                                f"being resumed ({', '.join(changed[:5])}); a resumed run keeps its split: "
+                                "drop data.manifest")
+    return stored
+
+
 def evaluate(cfg: DictConfig) -> dict:
     """Test a checkpoint on a folder. Classes and image size come from the checkpoint; the split is
     ``data.split=all`` (every labelled image) or, by default, the test part of the training run's
     manifest, found beside the checkpoint, so the test metrics of training are reproduced."""
+    check_config(cfg)
     ckpt = Path(cfg.ckpt_path)
-    if not ckpt.is_file():
-        raise BincountError(f"ckpt_path: no such checkpoint {ckpt}")
+    load_checkpoint(ckpt, "ckpt_path")  # refuses, in one line, a file that would unpickle objects
     model = CountingModel.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True, pretrained=False,
                                                weights=None)
     out = Path(cfg.paths.output_dir)

@@ -25,6 +25,13 @@ from bincount.reports.debug_report import load_local, plot_debug
 log = logging.getLogger(__name__)
 
 
+def _before(row: dict, step: int) -> bool:
+    """Was this record made before a checkpoint taken at ``step`` (training steps done)? Training records
+    carry the step they were made at; a validation's losses the step count when it ran, which for the
+    validation just before the checkpoint is ``step`` itself."""
+    return row["step"] <= step if row.get("mode") == "eval" else row["step"] < step
+
+
 class LocalDebugger(L.Callback):
     """Records weights, biases and gradients statistics every ``save_interval`` training steps and
     every loss, on the global-zero process; evaluates the rules as it goes."""
@@ -44,14 +51,58 @@ class LocalDebugger(L.Callback):
         self._rows: list[str] = []
         self._loss_rows: list[str] = []
         self._active = False
+        self._trainer: L.Trainer | None = None
+        self._resumed: dict | None = None  # the state of the checkpoint a run resumes from
+        self.records_from_step = 0  # > 0 when the records of an earlier part of a resumed run were not found
+
+    # -- resuming: the rules' memory travels in checkpoints, the records stay in files --------------
+    def state_dict(self) -> dict:
+        return {"step": self._trainer.global_step if self._trainer is not None else 0,
+                "records_dir": str(self.output_dir.resolve()), "records_from_step": self.records_from_step,
+                "train_losses": list(self.train_losses), "since_eval": list(self._since_eval),
+                "fired": {k: dict(v) for k, v in self.fired.items()},
+                "rules": {r.name: r.state() for r in self.rules}}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._resumed = dict(state_dict)
+        self.train_losses = list(state_dict.get("train_losses", []))
+        self._since_eval = list(state_dict.get("since_eval", []))
+        self.fired = {k: dict(v) for k, v in state_dict.get("fired", {}).items()}
+        self.records_from_step = int(state_dict.get("records_from_step", 0))
+        states = state_dict.get("rules", {})
+        for rule in self.rules:
+            rule.load_state(states.get(rule.name, {}))
+
+    def _start_records(self) -> None:
+        """Empty record files for a new run. For a resumed one, the records up to the checkpoint (from
+        this folder, or from the folder of the run's earlier part): what was recorded after the checkpoint
+        is recorded again, so no step appears twice."""
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        resumed = self._resumed
+        for name in (DEBUG_TENSORS, DEBUG_LOSSES):
+            target = self.output_dir / name
+            if resumed is None:
+                target.write_text("")
+                continue
+            source = target if target.is_file() else Path(resumed["records_dir"]) / name
+            if not source.is_file():
+                self.records_from_step = int(resumed["step"])
+                log.warning("debugger: the records before step %d (in %s) are not here; the report starts at "
+                            "that step", self.records_from_step, resumed["records_dir"])
+                target.write_text("")
+                continue
+            kept = [line for line in source.read_text().splitlines()
+                    if line.strip() and _before(json.loads(line), int(resumed["step"]))]
+            target.write_text("".join(line + "\n" for line in kept))
 
     # -- recording ----------------------------------------------------------------------------
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self._active = stage == "fit" and trainer.is_global_zero
-        if self._active:
-            self.output_dir.mkdir(parents=True, exist_ok=True)
-            for name in (DEBUG_TENSORS, DEBUG_LOSSES):
-                (self.output_dir / name).write_text("")
+        self._trainer = trainer
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._active:  # after Lightning restored this callback's state when resuming
+            self._start_records()
 
     def _due(self, trainer: L.Trainer) -> bool:
         return self._active and trainer.global_step % self.save_interval == 0
@@ -129,6 +180,7 @@ class LocalDebugger(L.Callback):
             "save_interval": self.save_interval,
             "collections": list(self.collections),
             "train_steps": len(self.train_losses),
+            "records_from_step": self.records_from_step,
             "rules": {r.name: {"triggered": r.name in self.fired, "params": r.params(), **self.fired.get(r.name, {})}
                       for r in self.rules},
         }

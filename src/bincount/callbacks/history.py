@@ -15,12 +15,28 @@ TRACKED = ("train/loss_epoch", "train/acc", "val/loss", "val/acc", "val/rmse", "
 
 class MetricsHistory(L.Callback):
     """Keeps each epoch's train and val metrics and writes ``history.json`` and ``curves.png``
-    into the run directory, whichever loggers are on."""
+    into the run directory, whichever loggers are on. The rows travel in checkpoints, so a resumed
+    run's history covers the whole run."""
 
     def __init__(self, output_dir: str):
         self.output_dir = Path(output_dir)
         self.history: list[dict] = []
         self._pending: int | None = None
+        self._trainer: L.Trainer | None = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._trainer = trainer
+
+    def state_dict(self) -> dict:
+        # ModelCheckpoint saves at an epoch's end after the module has logged that epoch's metrics:
+        # record the epoch now, so a run resumed from this checkpoint misses no row.
+        if self._trainer is not None:
+            self._flush(self._trainer)
+        return {"history": [dict(row) for row in self.history]}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.history = [dict(row) for row in state_dict.get("history", [])]
+        self._pending = None
 
     # Lightning calls plain callbacks' on_train_epoch_end before the module logs its epoch metrics,
     # so an epoch is recorded at the next epoch's start (or at fit end), when all of them are in.

@@ -11,6 +11,7 @@ from bincount.cli.common import default
 
 
 def _predict(args: argparse.Namespace) -> int:
+    from bincount.data.images import IMAGE_SUFFIXES
     from bincount.predict import predict
 
     predictions, summary = predict(args.model, args.images, args.out, args.backend, args.split, args.manifest,
@@ -18,45 +19,69 @@ def _predict(args: argparse.Namespace) -> int:
     if not args.quiet:
         for p in predictions:
             print(f"{p.id}\t{p.count}\t{p.confidence:.3f}")
-    for image, reason in summary.pop("skipped_images").items():
+    skipped, ignored = summary.pop("skipped_images"), summary.pop("ignored_files")
+    for image, reason in skipped.items():
         print(f"skipped {image}: {reason}", file=sys.stderr)
+    if ignored:
+        print(f"ignored {len(ignored)} file(s) whose names are not images' (hidden, or not "
+              f"{'/'.join(IMAGE_SUFFIXES)}): {', '.join(ignored[:5])}{' ...' if len(ignored) > 5 else ''}",
+              file=sys.stderr)
+    if summary["duplicate_ids"]:
+        print(f"warning: {len(summary['duplicate_ids'])} id(s) predicted from more than one image (same file name): "
+              f"{', '.join(summary['duplicate_ids'][:10])}; reconcile decides such a bin once", file=sys.stderr)
     print(json.dumps(summary), file=sys.stderr)
-    return 0
+    if not predictions:
+        print(f"error: no image could be read, so {summary['out']} holds no predictions", file=sys.stderr)
+    # Exit 1 when an input could not be used: the predictions of the rest are written, the gaps are listed.
+    return 1 if skipped or not predictions else 0
 
 
 def _reconcile(args: argparse.Namespace) -> int:
     from bincount.errors import BincountError
     from bincount.inventory import (
+        CONFLICTING_PREDICTIONS,
         MATCH,
+        NOT_DECIDED,
         RecordModel,
         Threshold,
+        add_undecided,
         calibrate,
         choose_record_threshold,
         read_expected,
         reconcile,
         summarize,
+        unique_predictions,
         write_decisions,
     )
     from bincount.predict import read_predictions
 
-    predictions = read_predictions(args.predictions)
-    expected, unusable = read_expected(args.expected)
+    predictions, problems = unique_predictions(read_predictions(args.predictions))
+    expected, expected_problems = read_expected(args.expected)
+    problems.merge(expected_problems)
     record_model = RecordModel(args.record_error_rate, args.record_error_spread) if args.record_error_rate else None
     if args.threshold is not None:
         threshold = Threshold(args.threshold, None, None, None)
-    elif args.calibration and record_model:
-        threshold = choose_record_threshold(record_model, read_predictions(args.calibration), args.target_precision,
-                                            args.z)
     elif args.calibration:
-        threshold = calibrate(read_predictions(args.calibration), args.target_precision, args.z)
+        calibration, calibration_problems = unique_predictions(read_predictions(args.calibration))
+        for reason, ids in calibration_problems.errors.items():  # left out of the calibration, not an error of today's bins
+            problems.note(f"calibration: {reason} (left out)", ids)
+        for reason, ids in calibration_problems.notes.items():
+            problems.note(f"calibration: {reason}", ids)
+        if record_model:
+            threshold = choose_record_threshold(record_model, calibration, args.target_precision, args.z)
+        else:
+            threshold = calibrate(calibration, args.target_precision, args.z)
     else:
         raise BincountError("give --threshold T, or --calibration VAL_PREDICTIONS (with --target-precision) "
                             "to choose one on validation data")
-    decisions, unmatched = reconcile(predictions, expected, threshold.threshold, record_model)
-    if unusable:
-        unmatched["expected quantity not valid"] = sorted(unusable)
+    undecidable = problems.undecidable()
+    decisions, unmatched = reconcile([p for p in predictions if p.id not in undecidable],
+                                     {i: e for i, e in expected.items() if i not in undecidable}, threshold.threshold,
+                                     record_model)
+    photographed = {p.id for p in predictions} | set(problems.errors.get(CONFLICTING_PREDICTIONS, []))
+    decisions = add_undecided(decisions, unmatched, problems, photographed, expected)
     out = write_decisions(decisions, Path(args.out))
-    summary = summarize(decisions, threshold, unmatched)
+    summary = summarize(decisions, threshold, unmatched, problems)
     summary["decisions"] = str(out)
     if args.summary:
         Path(args.summary).write_text(json.dumps(summary, indent=2))
@@ -65,11 +90,20 @@ def _reconcile(args: argparse.Namespace) -> int:
            "no confidence met the target precision on the calibration set, so every bin goes to a person")
     print(f"{len(to_check)} of {len(decisions)} bins to check ({why}):")
     for d in to_check[: args.show]:
+        if d.decision == NOT_DECIDED:
+            print(f"  {d.bin_id}\t{d.decision}\t{d.problem}")
+            continue
         print(f"  {d.bin_id}\t{d.decision}\texpected {d.expected_count}, predicted {d.predicted_count} "
               f"({d.confidence:.2f})\t{d.reason}\t{d.sku_names[:60]}")
     if len(to_check) > args.show:
         print(f"  ... and {len(to_check) - args.show} more in {out}")
     print(json.dumps(summary, indent=2), file=sys.stderr)
+    for line in problems.lines():
+        print(line, file=sys.stderr)
+    if problems.errors:  # the decisions of the other bins are written; these inputs must be fixed
+        print(f"error: incomplete: {sum(map(len, problems.errors.values()))} input row(s) could not be used "
+              f"(listed above and in the summary's input_problems)", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -109,7 +143,7 @@ def _loadtest(args: argparse.Namespace) -> int:
     from bincount.data.sources import find_images
     from bincount.serve.loadtest import CONTENT_TYPES, load_test
 
-    images = find_images(args.images)[: args.distinct]
+    images = find_images(args.images).images[: args.distinct]
     bodies = [(p.read_bytes(), CONTENT_TYPES.get(p.suffix.lower(), "application/x-image")) for p in images]
     result = load_test(args.url, bodies, args.requests, args.concurrency)
     print(json.dumps(result, indent=2))

@@ -9,13 +9,14 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from bincount.config import CONFIG_PATH
+from bincount.config import CONFIG_PATH, check_config
 from bincount.entry import user_errors_exit
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
 @user_errors_exit
 def main(cfg: DictConfig) -> float | None:
+    check_config(cfg)  # here too, so a SageMaker job is not submitted with a bad value
     return instantiate(cfg.launcher).launch(cfg)
 
 

@@ -15,7 +15,16 @@ from bincount.data.dataset import BinImageDataset
 from bincount.data.gpu_augment import eval_batch_transform, train_batch_transform
 from bincount.data.packed import PackedDataset, RowsDataset, decode_in_memory, is_packed, keep_batch, read_packed
 from bincount.data.records import BinRecord, SkipReport, class_counts, read_abid
-from bincount.data.split import SPLITS, apply_manifest, split_records, write_manifest
+from bincount.data.split import (
+    SPLITS,
+    SplitRow,
+    apply_manifest,
+    apply_split,
+    changed_splits,
+    split_records,
+    split_rows,
+    write_manifest,
+)
 from bincount.data.transforms import eval_transform, train_transform
 from bincount.errors import BincountError
 from bincount.layout import DATA_REPORT, MANIFEST
@@ -55,6 +64,7 @@ class BinDataModule(L.LightningDataModule):
         in_memory: bool = False,
         output_dir: str | None = None,
         download_to: str | None = None,
+        fixed_split: Sequence[SplitRow] | None = None,
     ):
         super().__init__()
         if not root:
@@ -70,6 +80,8 @@ class BinDataModule(L.LightningDataModule):
         self.pin_memory, self.augment, self.eval_crop_pct = pin_memory, dict(augment or {}), eval_crop_pct
         self.check_images, self.in_memory, self.output_dir = check_images, in_memory, output_dir
         self.download_to = download_to
+        # the split of a run being resumed (train(cfg) passes it): it overrides split, seed and manifest
+        self.fixed_split = [tuple(row) for row in fixed_split] if fixed_split is not None else None
         self.splits: dict[str, list[BinRecord]] = {}
         self.report: SkipReport | None = None
         # A packed root (bincount.data.packed) or in_memory=true (every image decoded once into RAM at
@@ -98,10 +110,16 @@ class BinDataModule(L.LightningDataModule):
         if not records:
             raise BincountError(f"data.root: no usable labelled images with counts {self.classes} in {self.root}; "
                                 f"skipped: {self.report.summary()}")
-        if self.manifest:
-            self.splits, unusable = apply_manifest(records, self.manifest)
-            for bin_id in unusable:
-                self.report.add("in manifest but not usable here", bin_id)
+        if self.fixed_split is not None or self.manifest:
+            if self.fixed_split is not None:
+                self.splits, misfits = apply_split(records, self.fixed_split, "the split of the resumed run")
+            else:
+                self.splits, misfits = apply_manifest(records, self.manifest)
+            reported = {i for ids in self.report.skipped.values() for i in ids}  # already skipped, with the reason
+            for reason, ids in misfits.items():
+                for bin_id in ids:
+                    if bin_id not in reported:
+                        self.report.add(reason, bin_id)
         else:
             self.splits = split_records(records, self.split, self.ratios, self.seed, self.limit_per_class)
         self._write_outputs()
@@ -113,6 +131,29 @@ class BinDataModule(L.LightningDataModule):
     def batched(self) -> bool:
         """Whether loaders deliver uint8 batches that on_after_batch_transfer turns into model input."""
         return self.packed or self.memory is not None
+
+    # -- the split travels in checkpoints, so a resumed run keeps it (train(cfg) reads it back) --------
+    def state_dict(self) -> dict:
+        return {"split": [list(row) for row in split_rows(self.splits)]} if self.splits else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Lightning calls this when resuming, after setup() has split the data: refuse a split that
+        differs from the checkpoint's, since it could move validation or test bins into training."""
+        stored = state.get("split")
+        if stored is None or not self.splits:
+            return
+        changed = changed_splits([tuple(r) for r in stored], split_rows(self.splits))
+        if changed:
+            raise BincountError(f"resume: {len(changed)} bins are in another split than in the checkpoint "
+                                f"({', '.join(changed[:5])}); a resumed run keeps its split: resume with "
+                                "`python train.py ckpt_path=CKPT`, or pass "
+                                "fixed_split=BinDataModule.split_in_checkpoint(ckpt)")
+
+    @classmethod
+    def split_in_checkpoint(cls, checkpoint: dict) -> list[SplitRow] | None:
+        """The split a checkpoint of this data module was trained on (None for older checkpoints)."""
+        stored = (checkpoint.get(cls.__qualname__) or {}).get("split")
+        return [(str(i), int(label), str(split)) for i, label, split in stored] if stored is not None else None
 
     def _write_outputs(self) -> None:
         summary = self.data_summary()

@@ -4,19 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from PIL import Image
 from torch.utils.data import Dataset
 
+from bincount.data.images import load_rgb
 from bincount.data.records import BinRecord
-
-
-def load_rgb(path: str, min_side: int | None = None) -> Image.Image:
-    """Decode an image as RGB; for JPEGs ask libjpeg for a DCT-scaled decode no smaller than
-    ``min_side``, several times faster on full-resolution originals."""
-    with Image.open(path) as im:
-        if min_side:
-            im.draft("RGB", (min_side, min_side))
-        return im.convert("RGB")
 
 
 class BinImageDataset(Dataset):

@@ -21,7 +21,8 @@ import numpy as np
 from boto3.s3.transfer import TransferConfig
 
 from bincount.data.files import atomic_write, remove_stale_temps
-from bincount.data.records import IMAGE_DIR, METADATA_DIR, check_image, load_file_list, parse_metadata
+from bincount.data.images import image_problem
+from bincount.data.records import IMAGE_DIR, METADATA_DIR, load_file_list, parse_metadata
 from bincount.data.s3 import (
     TRANSFER_ERRORS,
     TransferError,
@@ -73,7 +74,7 @@ def _invalid(key: str, path: Path) -> str | None:
         except (ValueError, UnicodeDecodeError):
             return "corrupt on the server (metadata is not valid JSON)"
         return None
-    problem = check_image(path)
+    problem = image_problem(path)
     return f"corrupt on the server ({problem})" if problem else None
 
 

@@ -1,5 +1,6 @@
-"""Writing files so that no reader ever sees a partial one: write a hidden temporary file in the
-same folder, then rename it over the target (a rename is atomic on one filesystem).
+"""Reading a user's text files, and writing files so that no reader ever sees a partial one: write a
+hidden temporary file in the same folder, then rename it over the target (a rename is atomic on one
+filesystem).
 
 A process killed midway leaves only its temporary file; ``remove_stale_temps`` clears those of
 processes that no longer run, so a rerun starts clean while a live writer's files are left alone.
@@ -12,7 +13,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from bincount.errors import BincountError
+
 TEMP_SUFFIX = ".tmp"
+
+
+def read_text(path: str | Path) -> str:
+    """A CSV or JSON file a person may have saved from a spreadsheet or editor: UTF-8 with or without
+    the byte-order mark (which would otherwise become part of the first column's name or break JSON)."""
+    try:
+        return Path(path).read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise BincountError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start}); save it as UTF-8") from None
 
 
 def _temp_path(path: Path) -> Path:

@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-from bincount.data.dataset import load_rgb
+from bincount.data.images import load_rgb
 from bincount.data.records import BinRecord, SkipReport, load_file_list, read_abid
 from bincount.errors import BincountError
 from bincount.progress import progress

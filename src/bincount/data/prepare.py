@@ -26,6 +26,7 @@ from pathlib import Path
 from PIL import Image
 
 from bincount.data.files import atomic_write, remove_stale_temps
+from bincount.data.images import ImageError, load_rgb
 from bincount.data.records import METADATA_DIR, BinRecord, SkipReport, class_counts, read_abid
 from bincount.data.split import SPLITS, split_records, write_manifest
 from bincount.errors import BincountError
@@ -45,11 +46,9 @@ def resize_to_jpeg(job: tuple[str, str, int, int]) -> str | None:
     bilinear, antialiased, aspect not kept) and write a JPEG atomically. Returns why it failed, or None."""
     src, dst, size, quality = job
     try:
-        with Image.open(src) as im:
-            im.draft("RGB", (size, size))  # a DCT-scaled JPEG decode no smaller than size, as load_rgb does
-            image = im.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
-    except Exception as e:  # PIL raises many types for bad bytes
-        return f"unreadable image ({type(e).__name__})"
+        image = load_rgb(src, size).resize((size, size), Image.Resampling.BILINEAR)
+    except ImageError as e:
+        return str(e)
     with atomic_write(dst) as tmp:
         image.save(tmp, format="JPEG", quality=quality)
     return None

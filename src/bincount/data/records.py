@@ -15,14 +15,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PIL import Image
-
+from bincount.data.images import IMAGE_SUFFIXES, image_problem
 from bincount.errors import BincountError
 from bincount.progress import progress
 
 IMAGE_DIR = "bin-images"
 METADATA_DIR = "metadata"
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 # `bincount prepare` stores images as <split>/<count>/<id>.jpg (the folders SageMaker channels take)
 PREPARED_DIRS = ("train", "valid", "test")
 
@@ -116,34 +114,16 @@ def load_file_list(path: str | Path) -> dict[str, int]:
     """Ids of a Udacity-format ``file_list.json`` (``{"1": ["data/metadata/00010.json", ...]}``),
     mapped to the count the list files them under."""
     try:
-        doc = json.loads(Path(path).read_text())
+        doc = json.loads(Path(path).read_bytes())  # bytes: JSON's own encoding detection skips a byte-order mark
     except FileNotFoundError:
         raise BincountError(f"data.file_list: no such file {path}") from None
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise BincountError(f"data.file_list: {path} is not valid JSON ({e})") from None
-    ids: dict[str, int] = {}
-    for key, paths in doc.items():
-        for p in paths:
-            ids[Path(p).stem] = int(key)
-    return ids
-
-
-def check_image(path: Path) -> str | None:
-    """Fully decode an image; return why it is unusable, or None when it is fine.
-
-    A full decode (not PIL's header-only ``verify``) is what catches truncated JPEGs.
-    """
     try:
-        with Image.open(path) as im:
-            if im.width < 8 or im.height < 8:  # the stored size, before draft() shrinks it
-                return "image too small"
-            im.draft("RGB", (im.width // 8 or 1, im.height // 8 or 1))  # DCT-scaled decode: fast, still reads every byte
-            im.load()
-    except FileNotFoundError:
-        return "image missing"
-    except Exception as e:  # PIL raises many types for bad bytes
-        return f"unreadable image ({type(e).__name__})"
-    return None
+        return {Path(p).stem: int(key) for key, paths in doc.items() for p in paths}
+    except (AttributeError, TypeError, ValueError):
+        raise BincountError(f"data.file_list: {path} is not a file list "
+                            '({"COUNT": ["PATH/ID.json", ...]})') from None
 
 
 def _image_index(root: Path) -> dict[str, Path] | None:
@@ -197,7 +177,7 @@ def read_abid(
         if listed is not None and bin_id not in listed:
             continue  # outside the chosen subset: not a defect, so not reported
         try:
-            meta = json.loads(mf.read_text())
+            meta = json.loads(mf.read_bytes())  # bytes: a byte-order mark is skipped, as in `bincount download`
         except (json.JSONDecodeError, UnicodeDecodeError):
             report.add("metadata malformed", bin_id)
             continue
@@ -224,7 +204,7 @@ def read_abid(
     if not check_images:
         return candidates, report
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        problems = list(progress(pool.map(lambda r: check_image(Path(r.image)), candidates),
+        problems = list(progress(pool.map(lambda r: image_problem(r.image), candidates),
                                  total=len(candidates), description=f"checking images in {root.name}"))
     records = []
     for rec, problem in zip(candidates, problems):

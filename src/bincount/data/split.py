@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bincount.data.files import read_text
 from bincount.data.records import BinRecord
 from bincount.errors import BincountError
 
@@ -69,35 +70,65 @@ def write_manifest(splits: dict[str, list[BinRecord]], path: str | Path) -> Path
     with path.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["id", "label", "split"])
-        for split in SPLITS:
-            for r in sorted(splits.get(split, []), key=lambda r: r.id):
-                w.writerow([r.id, r.count, split])
+        w.writerows(split_rows(splits))
     return path
 
 
 def read_manifest(path: str | Path) -> list[tuple[str, int, str]]:
+    """The lines of a manifest (a byte-order mark, as a spreadsheet writes one, is fine)."""
     try:
-        with Path(path).open(newline="") as f:
-            rows = [(row["id"], int(row["label"]), row["split"]) for row in csv.DictReader(f)]
+        rows = [(row["id"], int(row["label"]), row["split"]) for row in csv.DictReader(read_text(path).splitlines())]
     except FileNotFoundError:
         raise BincountError(f"data.manifest: no such file {path}") from None
-    except (KeyError, ValueError) as e:
+    except (KeyError, ValueError, TypeError) as e:
         raise BincountError(f"data.manifest: {path} is not an id,label,split CSV ({e})") from None
     return rows
 
 
-def apply_manifest(records: Sequence[BinRecord], path: str | Path) -> tuple[dict[str, list[BinRecord]], list[str]]:
-    """The split a manifest describes, over these records; also the manifest ids that are not usable
-    here (absent, unreadable, or labelled differently), so the caller can report them."""
+SplitRow = tuple[str, int, str]  # id, label, split: one line of a manifest
+
+ABSENT = "named by the split but absent here"
+RELABELLED = "named by the split with another count (metadata changed since)"
+UNLISTED = "not named by the split (not used)"
+
+
+def split_rows(splits: dict[str, list[BinRecord]]) -> list[SplitRow]:
+    """The manifest lines of a split, as ``write_manifest`` writes them."""
+    return [(r.id, r.count, split) for split in SPLITS for r in sorted(splits.get(split, []), key=lambda r: r.id)]
+
+
+def apply_split(records: Sequence[BinRecord], rows: Sequence[SplitRow], source: str = "the split"
+                ) -> tuple[dict[str, list[BinRecord]], dict[str, list[str]]]:
+    """The split ``rows`` describe, over these records, and what does not fit it by reason: ids of the
+    split that are absent here (deleted, skipped, or outside the classes) or now carry another count,
+    and records the split does not name (added since it was made: left out, so a bin never moves into
+    training from the validation or test data of an earlier run)."""
     by_id = {r.id: r for r in records}
     out: dict[str, list[BinRecord]] = {s: [] for s in SPLITS}
-    unusable = []
-    for bin_id, label, split in read_manifest(path):
-        rec = by_id.get(bin_id)
+    misfits: dict[str, list[str]] = {ABSENT: [], RELABELLED: [], UNLISTED: []}
+    named = set()
+    for bin_id, label, split in rows:
         if split not in out:
-            raise BincountError(f"data.manifest: {path} has unknown split {split!r} for id {bin_id}")
-        if rec is None or rec.count != label:
-            unusable.append(bin_id)
-            continue
-        out[split].append(rec)
-    return out, unusable
+            raise BincountError(f"{source}: unknown split {split!r} for id {bin_id}")
+        named.add(bin_id)
+        rec = by_id.get(bin_id)
+        if rec is None:
+            misfits[ABSENT].append(bin_id)
+        elif rec.count != label:
+            misfits[RELABELLED].append(bin_id)
+        else:
+            out[split].append(rec)
+    misfits[UNLISTED] = sorted(set(by_id) - named)
+    return out, {k: sorted(v) for k, v in misfits.items() if v}
+
+
+def changed_splits(before: Sequence[SplitRow], after: Sequence[SplitRow]) -> list[str]:
+    """Ids both splits name that are in a different part (train/val/test) of each: ``id: val -> train``."""
+    old = {i: split for i, _, split in before}
+    return [f"{i}: {old[i]} -> {split}" for i, _, split in sorted(after) if i in old and old[i] != split]
+
+
+def apply_manifest(records: Sequence[BinRecord], path: str | Path
+                   ) -> tuple[dict[str, list[BinRecord]], dict[str, list[str]]]:
+    """``apply_split`` with the split of a manifest file."""
+    return apply_split(records, read_manifest(path), f"data.manifest: {path}")

@@ -47,6 +47,13 @@ class Rule:
     def params(self) -> dict:
         return {k: v for k, v in vars(self).items() if not k.startswith("_")}
 
+    def state(self) -> dict:
+        """What the rule has seen so far (its private fields), for checkpoints."""
+        return {k: v for k, v in vars(self).items() if k.startswith("_")}
+
+    def load_state(self, state: dict) -> None:
+        vars(self).update({k: v for k, v in state.items() if k in self.state()})
+
 
 class VanishingGradient(Rule):
     """Most of the network stops learning: at least ``min_share`` of the layers have a mean |gradient|

@@ -68,7 +68,7 @@ def export_model(model: str | Path, out: str | Path, onnx: bool = False, parity_
     if onnx:
         onnx_path = export_onnx(predictor, out / ONNX_NAME)
         if parity_images:
-            batch = torch.stack([predictor.load(p) for p in find_images(parity_images)[:64]])
+            batch = torch.stack([predictor.load(p) for p in find_images(parity_images).images[:64]])
         else:
             log.warning("no --parity-images: checking ONNX parity on random inputs, not real images")
             batch = torch.randn(8, 3, predictor.image_size, predictor.image_size, generator=torch.Generator().manual_seed(0))

@@ -20,8 +20,7 @@ import io
 import json
 import os
 
-from PIL import Image
-
+from bincount.data.images import ImageError, ImageTooLarge, image_size
 from bincount.serve.predictor import Predictor, load_predictor
 
 try:  # in SageMaker's PyTorch container: the toolkit answers with this error's status code
@@ -53,14 +52,16 @@ def _media_type(content_type: str | None) -> str:
 
 
 def _check_image(data: bytes, where: str) -> bytes:
-    """Refuse what is not an image, or would decode to an enormous one, before any pixel is decoded."""
+    """Refuse what is not an image, is too small, or would decode to an enormous one, before any pixel
+    is decoded (the checks of ``bincount.data.images``, which training applies too)."""
     if not data:
         raise RequestError(400, f"{where} is empty; send the bytes of a JPEG or PNG image")
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            width, height = im.size
-    except Exception:
-        raise RequestError(400, f"{where} is not an image PIL can read; send a JPEG or PNG") from None
+        width, height = image_size(io.BytesIO(data))
+    except ImageTooLarge as e:
+        raise RequestError(413, f"{where}: {e}; resize it first") from None
+    except ImageError as e:
+        raise RequestError(400, f"{where}: {e}; send a JPEG or PNG") from None
     if width * height > _limit("BINCOUNT_MAX_PIXELS", 40_000_000):
         raise RequestError(413, f"{where} is {width}x{height} pixels, over BINCOUNT_MAX_PIXELS; resize it first")
     return data
@@ -87,10 +88,23 @@ def _from_json(body: bytes) -> list[bytes]:
         if not isinstance(item, str):
             raise RequestError(400, f"image {i} is not a base64 string")
         try:
-            decoded.append(base64.b64decode(item, validate=True))
+            decoded.append(decode_base64(item))
         except (binascii.Error, ValueError):
             raise RequestError(400, f"image {i} is not valid base64") from None
     return decoded
+
+
+def decode_base64(text: str) -> bytes:
+    """Base64 as clients write it: line breaks (``base64.encodebytes``, MIME), a ``data:image/...;base64,``
+    prefix (browsers), the URL-safe alphabet, missing padding. Anything else is an error."""
+    if text.startswith("data:") and "," in text:
+        header, text = text.split(",", 1)
+        if not header.endswith(";base64"):
+            raise ValueError("a data URI without ;base64")
+    text = "".join(text.split())
+    if "-" in text or "_" in text:
+        text = text.translate(str.maketrans("-_", "+/"))
+    return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
 
 
 # -- SageMaker's four functions -----------------------------------------------------------------
@@ -118,9 +132,8 @@ def predict_fn(input_data: list[bytes], model: Predictor) -> list[dict]:
     for i, data in enumerate(input_data):
         try:
             images.append(model.decode(data))
-        except Exception as e:  # truncated or corrupt pixel data only shows when decoding
-            raise RequestError(400, f"image {i} could not be decoded ({e.__class__.__name__}: {e}); "
-                                    "is it truncated?") from None
+        except ImageError as e:  # truncated or corrupt pixel data, or a mode without a faithful RGB
+            raise RequestError(400, f"image {i} cannot be used: {e}") from None
     probabilities = model.predict(images)
     return [{"count": count, "confidence": round(float(p.max()), 6),
              "probabilities": {str(c): round(float(q), 6) for c, q in zip(model.classes, p)}}

@@ -23,9 +23,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from bincount.data.dataset import load_rgb
+from bincount.data.images import load_rgb, to_rgb
 from bincount.data.transforms import eval_transform
 from bincount.errors import BincountError
+from bincount.model.checkpoint import load_checkpoint
 from bincount.model.views import averaged_logits, check_tta
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,8 @@ class Predictor(ABC):
 
     # -- preprocessing ----------------------------------------------------------------------
     def decode(self, source: str | Path | bytes) -> Image.Image:
-        """Decode one image (a path or encoded bytes) as the data module does: RGB, DCT-scaled for JPEGs."""
+        """Decode one image (a path or encoded bytes) as the data module does (``load_rgb``: RGB, upright,
+        DCT-scaled for JPEGs); ``ImageError`` says why one cannot be used."""
         return load_rgb(io.BytesIO(source) if isinstance(source, bytes) else source, self.image_size)
 
     def load(self, source: str | Path | bytes) -> torch.Tensor:
@@ -68,7 +70,7 @@ class Predictor(ABC):
         if isinstance(images, torch.Tensor):
             return images if images.ndim == 4 else images.unsqueeze(0)
         return torch.stack([im if isinstance(im, torch.Tensor) else
-                            self.transform(im if im.mode == "RGB" else im.convert("RGB")) for im in images])
+                            self.transform(to_rgb(im)) for im in images])
 
     # -- inference --------------------------------------------------------------------------
     @abstractmethod
@@ -156,13 +158,7 @@ def export_onnx(predictor: TorchPredictor, path: str | Path) -> Path:
 # -- reading model files ------------------------------------------------------------------------
 def read_checkpoint(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
     """Hyper-parameters and backbone state dict of a Lightning checkpoint written by train.py."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise BincountError(f"{path} is not a checkpoint that loads with weights_only=True ({type(e).__name__}); "
-                            "pass a best.ckpt written by train.py or a folder from `bincount export`") from None
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
-        raise BincountError(f"{path} has no state_dict and hyper_parameters; is it a bincount checkpoint?")
+    ckpt = load_checkpoint(path)
     state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
     return dict(ckpt["hyper_parameters"]), state
 

@@ -3,7 +3,9 @@
 
 The standard library's threading server (no extra dependency): one thread per connection decodes
 its images in parallel, and a single batching worker runs the forward passes. Every refusal is a
-JSON ``{"error": ...}`` with a 4xx status, and the server keeps serving.
+JSON ``{"error": ...}`` with a 4xx status (the standard library's own refusals too), and the
+server keeps serving. A POST without Content-Length gets 411 and the connection is closed, so no body
+is ever read as a request.
 """
 
 from __future__ import annotations
@@ -73,6 +75,19 @@ class _RequestHandler(BaseHTTPRequestHandler):
     def _error(self, status: int, message: str) -> None:
         self._send(status, {"error": message})
 
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """The standard library's refusals (a malformed request line, too many or too long headers, an
+        unsupported method or HTTP version) as JSON like every other refusal, and the connection closed:
+        after a request it could not parse, the server cannot know where the next one starts."""
+        self.close_connection = True
+        if self.request_version == "HTTP/0.9":  # the request line was not understood: still a status line
+            self.request_version = "HTTP/1.0"
+        short, long = self.responses.get(code, ("error", ""))
+        text = message or short
+        if explain or long:
+            text = f"{text}: {explain or long}"
+        self._send(code, {"error": text})
+
     def do_GET(self):
         if self.path == "/ping":
             model = self.server.model
@@ -89,13 +104,18 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self.close_connection = True
             self._error(411, "chunked bodies are not accepted; send Content-Length")
             return None
+        declared = self.headers.get_all("Content-Length") or []
+        if not declared:  # whatever follows would be read as the next request: refuse and hang up
+            self.close_connection = True
+            self._error(411, "Content-Length is required on POST; send the body's length in bytes")
+            return None
         try:
-            length = int(self.headers.get("Content-Length", "0"))
+            length = int(declared[0]) if len(set(declared)) == 1 and declared[0].strip().isdigit() else -1
         except ValueError:
             length = -1
         if length < 0:
             self.close_connection = True
-            self._error(400, "Content-Length is not a non-negative integer")
+            self._error(400, "Content-Length must be given once, as a non-negative integer")
             return None
         limit = self.server.max_body_bytes
         if length > limit:
