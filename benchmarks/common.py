@@ -126,15 +126,24 @@ class StepClock(L.Callback):
 
     def summary(self, batch: int) -> dict:
         step = median(self.step_seconds())
-        return {"images_per_s": round(self.images / self.seconds, 1), "steady_images_per_s": round(batch / step, 1),
-                "measured_images": self.images, "step_ms_median": round(step * 1e3, 2),
-                "step_ms_max": round(max(self.step_seconds()) * 1e3, 1)}
+        return {
+            "images_per_s": round(self.images / self.seconds, 1),
+            "steady_images_per_s": round(batch / step, 1),
+            "measured_images": self.images,
+            "step_ms_median": round(step * 1e3, 2),
+            "step_ms_max": round(max(self.step_seconds()) * 1e3, 1),
+        }
 
 
 def machine() -> dict:
-    info = {"cpu": platform.processor() or platform.machine(), "cores": len(os.sched_getaffinity(0)),
-            "python": platform.python_version(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-            "load_average": [round(v, 2) for v in os.getloadavg()]}
+    info = {
+        "cpu": platform.processor() or platform.machine(),
+        "cores": len(os.sched_getaffinity(0)),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "load_average": [round(v, 2) for v in os.getloadavg()],
+    }
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
@@ -146,13 +155,14 @@ def _fmt(value: float) -> str:
 
 def table(rows: list[Row | Skipped]) -> str:
     """A Markdown table: it reads in a terminal and pastes into the README."""
-    lines = ["| benchmark | metric | baseline | candidate | ratio | target | met |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| benchmark | metric | baseline | candidate | ratio | target | met |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         if isinstance(r, Skipped):
             lines.append(f"| {r.benchmark} | skipped: {r.reason} | | | | | |")
             continue
         met = {True: "yes", False: "**no**", None: ""}[r.met]
-        lines.append(f"| {r.benchmark} | {r.metric} | {r.baseline}: {_fmt(r.baseline_value)} | "
-                     f"{r.candidate}: {_fmt(r.candidate_value)} | {r.ratio:.2f}x | {', '.join(r.targets)} | {met} |")
+        lines.append(
+            f"| {r.benchmark} | {r.metric} | {r.baseline}: {_fmt(r.baseline_value)} | "
+            f"{r.candidate}: {_fmt(r.candidate_value)} | {r.ratio:.2f}x | {', '.join(r.targets)} | {met} |"
+        )
     return "\n".join(lines)

@@ -25,7 +25,11 @@ import urllib.request
 from pathlib import Path
 
 os.environ.setdefault("BINCOUNT_NO_PROGRESS", "1")
-for var, value in {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+for var, value in {
+    "AWS_ACCESS_KEY_ID": "bench",
+    "AWS_SECRET_ACCESS_KEY": "bench",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}.items():
     os.environ.setdefault(var, value)  # the loopback server accepts any credentials
 
 from bincount.data.download import download  # noqa: E402
@@ -39,8 +43,11 @@ def start_s3_server() -> tuple[subprocess.Popen, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     for _ in range(300):
         try:
@@ -71,8 +78,14 @@ def main() -> None:
                 s = download(Path(tmp) / f"w{workers}", ids, client=s3_client(url, workers=workers), workers=workers)
                 assert s.ok and s.done == 2 * len(ids), s.lines()
                 result[f"download_workers_{workers}"] = s.to_dict() | {"failed": len(s.failed)}
-                rows.append((f"download, {workers} transfer(s) at once", f"{s.done / s.seconds:.0f} files/s, "
-                             f"{len(ids) / s.seconds:.0f} images/s, {s.bytes / 1e6 / s.seconds:.1f} MB/s", s.seconds))
+                rows.append(
+                    (
+                        f"download, {workers} transfer(s) at once",
+                        f"{s.done / s.seconds:.0f} files/s, "
+                        f"{len(ids) / s.seconds:.0f} images/s, {s.bytes / 1e6 / s.seconds:.1f} MB/s",
+                        s.seconds,
+                    )
+                )
             # alternate the two settings and keep the best of each: other jobs on a shared machine
             # slow down whichever run they overlap with
             for workers in (1, cores, cores, 1):
@@ -83,8 +96,13 @@ def main() -> None:
                     result[f"prepare_workers_{workers}"] = {k: r[k] for k in ("resized", "seconds", "images_per_s")}
             for workers in (1, cores):
                 r = result[f"prepare_workers_{workers}"]
-                rows.append((f"prepare 224 px, {workers} process(es), best of 2", f"{r['images_per_s']:.0f} images/s",
-                             r["seconds"]))
+                rows.append(
+                    (
+                        f"prepare 224 px, {workers} process(es), best of 2",
+                        f"{r['images_per_s']:.0f} images/s",
+                        r["seconds"],
+                    )
+                )
             r = prepare(raw, Path(tmp) / f"p{cores}", size=224, workers=cores)
             result["prepare_rerun_unchanged"] = {k: r[k] for k in ("resized", "unchanged", "seconds")}
             rows.append(("prepare rerun, nothing changed", f"{r['resized']} resized", r["seconds"]))
@@ -99,8 +117,10 @@ def main() -> None:
     print("| step | throughput | seconds |\n|---|---|---:|")
     for name, rate, seconds in rows:
         print(f"| {name} | {rate} | {seconds:.1f} |")
-    print(f"\ndownload: {result['download_speedup']}x the serial baseline; "
-          f"prepare: {result['prepare_speedup']}x the one-process baseline ({cores} cores)")
+    print(
+        f"\ndownload: {result['download_speedup']}x the serial baseline; "
+        f"prepare: {result['prepare_speedup']}x the one-process baseline ({cores} cores)"
+    )
     out = PROJECT_ROOT / "outputs" / "benchmarks" / "data_pipeline.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))

@@ -56,14 +56,40 @@ def run(smoke: bool, threads: int = 0) -> list[Row]:
         predictors, setup = _predictors(backbone, size, (1, big), Path(folder), threads)
         one = _latencies(predictors, torch.randn(1, 3, size, size), blocks_1, per_block=10)
         many = _latencies(predictors, torch.randn(big, 3, size, size), blocks_big, per_block=2)
-    details = {"backbone": backbone, "image_size": size, "threads": torch.get_num_threads(),
-               "first_calls_s": setup, "batch1_calls": len(one["eager"]), f"batch{big}_calls": len(many["eager"])}
+    details = {
+        "backbone": backbone,
+        "image_size": size,
+        "threads": torch.get_num_threads(),
+        "first_calls_s": setup,
+        "batch1_calls": len(one["eager"]),
+        f"batch{big}_calls": len(many["eager"]),
+    }
     rows = []
     for name in ("onnxruntime", "compiled"):
         for q in (50, 99):
-            rows.append(Row(f"inference batch 1 p{q}", "latency ms", "eager", percentile(one["eager"], q) * 1e3,
-                            name, percentile(one[name], q) * 1e3, ["ratio <= 0.6"] if q == 50 else [], details))
+            rows.append(
+                Row(
+                    f"inference batch 1 p{q}",
+                    "latency ms",
+                    "eager",
+                    percentile(one["eager"], q) * 1e3,
+                    name,
+                    percentile(one[name], q) * 1e3,
+                    ["ratio <= 0.6"] if q == 50 else [],
+                    details,
+                )
+            )
     for name in ("onnxruntime", "compiled"):
-        rows.append(Row(f"inference batch {big}", "images/s", "eager", big / median(many["eager"]),
-                        name, big / median(many[name]), [], details))
+        rows.append(
+            Row(
+                f"inference batch {big}",
+                "images/s",
+                "eager",
+                big / median(many["eager"]),
+                name,
+                big / median(many[name]),
+                [],
+                details,
+            )
+        )
     return rows

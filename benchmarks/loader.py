@@ -67,8 +67,9 @@ def _epoch(loader: DataLoader, on_device=None) -> float:
     return images / (time.perf_counter() - start)
 
 
-def loader_rows(src: Path, records: list[BinRecord], packed: dict[int, Path], rounds: int,
-                batch_size: int = 64, workers: int = 2) -> list[Row]:
+def loader_rows(
+    src: Path, records: list[BinRecord], packed: dict[int, Path], rounds: int, batch_size: int = 64, workers: int = 2
+) -> list[Row]:
     classes = sorted({r.count for r in records})
     rows = []
     for size, folder in packed.items():
@@ -78,19 +79,52 @@ def loader_rows(src: Path, records: list[BinRecord], packed: dict[int, Path], ro
             "jpeg": BinImageDataset(records, classes, train_transform(size), decode_size=size),
             "packed": PackedDataset(folder, records, classes),
         }
-        loaders = {name: DataLoader(ds, batch_size=batch_size, shuffle=True, num_workers=workers,
-                                    persistent_workers=True, collate_fn=keep_batch if name == "packed" else None)
-                   for name, ds in datasets.items()}
+        loaders = {
+            name: DataLoader(
+                ds,
+                batch_size=batch_size,
+                shuffle=True,
+                num_workers=workers,
+                persistent_workers=True,
+                collate_fn=keep_batch if name == "packed" else None,
+            )
+            for name, ds in datasets.items()
+        }
         for name, loader in loaders.items():  # warm-up: start workers, fill the page cache
             _epoch(loader, augment if name == "packed" else None)
-        rates = interleaved({name: (lambda ld=loader, n=name, a=augment: _epoch(ld, a if n == "packed" else None))
-                             for name, loader in loaders.items()}, rounds)
+        rates = interleaved(
+            {
+                name: (lambda ld=loader, n=name, a=augment: _epoch(ld, a if n == "packed" else None))
+                for name, loader in loaders.items()
+            },
+            rounds,
+        )
         details = {"images": len(records), "batch_size": batch_size, "workers": workers, "rounds": rates}
         naive = median(rates["naive"])
-        rows.append(Row(f"loader {size}px", "images/s to the step", "naive (PIL full decode)", naive,
-                        "packed + batched augment", median(rates["packed"]), ["ratio >= 5"], details))
-        rows.append(Row(f"loader {size}px", "images/s to the step", "naive (PIL full decode)", naive,
-                        "bincount JPEG path (draft decode)", median(rates["jpeg"]), [], details))
+        rows.append(
+            Row(
+                f"loader {size}px",
+                "images/s to the step",
+                "naive (PIL full decode)",
+                naive,
+                "packed + batched augment",
+                median(rates["packed"]),
+                ["ratio >= 5"],
+                details,
+            )
+        )
+        rows.append(
+            Row(
+                f"loader {size}px",
+                "images/s to the step",
+                "naive (PIL full decode)",
+                naive,
+                "bincount JPEG path (draft decode)",
+                median(rates["jpeg"]),
+                [],
+                details,
+            )
+        )
     return rows
 
 
@@ -102,11 +136,21 @@ def _quickstart(root: Path, out: Path, steps: int, smoke: bool):
     import bincount.config  # noqa: F401  (resolvers)
     from bincount.paths import PROJECT_ROOT
 
-    overrides = ["experiment=quickstart", f"data.root={root}", f"paths.root_dir={PROJECT_ROOT}",
-                 f"paths.output_dir={out}", "data.download_to=null"]
+    overrides = [
+        "experiment=quickstart",
+        f"data.root={root}",
+        f"paths.root_dir={PROJECT_ROOT}",
+        f"paths.output_dir={out}",
+        "data.download_to=null",
+    ]
     if smoke:
-        overrides += ["model.backbone=resnet10t", "data.image_size=32", "data.batch_size=8", "data.limit_per_class=10",
-                      "data.check_images=false"]
+        overrides += [
+            "model.backbone=resnet10t",
+            "data.image_size=32",
+            "data.batch_size=8",
+            "data.limit_per_class=10",
+            "data.check_images=false",
+        ]
     with initialize_config_dir(config_dir=str(PROJECT_ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
     return instantiate(cfg.data), instantiate(cfg.model), cfg
@@ -121,24 +165,50 @@ def data_wait(root: Path, steps: int, smoke: bool) -> dict:
     with tempfile.TemporaryDirectory() as out:
         datamodule, model, cfg = _quickstart(root, Path(out), steps, smoke)
         profiler = SimpleProfiler(dirpath=out, filename="profile")  # its report to a file, not stdout
-        trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=steps, limit_val_batches=0, num_sanity_val_steps=0,
-                            logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                            enable_model_summary=False, profiler=profiler)
+        trainer = L.Trainer(
+            accelerator="cpu",
+            devices=1,
+            max_steps=steps,
+            limit_val_batches=0,
+            num_sanity_val_steps=0,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            profiler=profiler,
+        )
         trainer.fit(model, datamodule=datamodule)
     durations = profiler.recorded_durations
     skip = 2  # the first steps start workers and allocate
     fetch = sum(durations["[_TrainingEpochLoop].train_dataloader_next"][skip:])
     transfer = sum(durations["[Strategy]SingleDeviceStrategy.batch_to_device"][skip:])
     step = sum(durations["run_training_batch"][skip:])
-    return {"wait_fraction": (fetch + transfer) / (fetch + transfer + step), "fetch_s": fetch,
-            "transfer_and_transform_s": transfer, "step_s": step, "steps": steps - skip,
-            "image_size": cfg.data.image_size, "batch_size": cfg.data.batch_size, "workers": cfg.data.num_workers}
+    return {
+        "wait_fraction": (fetch + transfer) / (fetch + transfer + step),
+        "fetch_s": fetch,
+        "transfer_and_transform_s": transfer,
+        "step_s": step,
+        "steps": steps - skip,
+        "image_size": cfg.data.image_size,
+        "batch_size": cfg.data.batch_size,
+        "workers": cfg.data.num_workers,
+    }
 
 
 def wait_rows(src: Path, packed: Path, steps: int, smoke: bool) -> list[Row]:
     jpeg, fast = data_wait(src, steps, smoke), data_wait(packed, steps, smoke)
-    return [Row("quickstart data wait", "share of step time waiting", "JPEG path", jpeg["wait_fraction"],
-                "packed path", fast["wait_fraction"], ["candidate <= 0.05"], {"jpeg": jpeg, "packed": fast})]
+    return [
+        Row(
+            "quickstart data wait",
+            "share of step time waiting",
+            "JPEG path",
+            jpeg["wait_fraction"],
+            "packed path",
+            fast["wait_fraction"],
+            ["candidate <= 0.05"],
+            {"jpeg": jpeg, "packed": fast},
+        )
+    ]
 
 
 def run(abid: Path, cache: Path, smoke: bool) -> list[Row]:

@@ -17,9 +17,18 @@ from bincount.model.counter import CountingModel
 
 def lightning_steps(model: CountingModel, data: Batches, steps: int, warmup: int) -> float:
     clock = StepClock(warmup)
-    trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=steps, limit_val_batches=0, num_sanity_val_steps=0,
-                        logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, callbacks=[clock])
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_steps=steps,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[clock],
+    )
     trainer.fit(model, train_dataloaders=data)
     return median(clock.step_seconds())
 
@@ -52,16 +61,38 @@ def plain_steps(model: CountingModel, data: Batches, steps: int, warmup: int) ->
 def run(smoke: bool) -> list[Row]:
     """The quickstart recipe's model and batch (ResNet-18, 96 px, 32 images, AdamW)."""
     torch.manual_seed(0)
-    backbone, size, batch, steps, warmup, rounds = ("resnet10t", 32, 8, 6, 2, 1) if smoke else \
-        ("resnet18", 96, 32, 25, 5, 4)
+    backbone, size, batch, steps, warmup, rounds = (
+        ("resnet10t", 32, 8, 6, 2, 1) if smoke else ("resnet18", 96, 32, 25, 5, 4)
+    )
     optimizer = lambda params: torch.optim.AdamW(params, lr=2e-3, weight_decay=0.05)  # noqa: E731
     model = CountingModel(backbone, image_size=size, label_smoothing=0.1, optimizer=optimizer)
     # one epoch of distinct batches: no epoch boundary (metric compute) inside the measured steps
     data = Batches([(torch.randn(batch, 3, size, size), torch.randint(0, 5, (batch,))) for _ in range(steps)])
-    times = interleaved({"plain": lambda: plain_steps(copy.deepcopy(model), data, steps, warmup),
-                         "lightning": lambda: lightning_steps(copy.deepcopy(model), data, steps, warmup)}, rounds)
+    times = interleaved(
+        {
+            "plain": lambda: plain_steps(copy.deepcopy(model), data, steps, warmup),
+            "lightning": lambda: lightning_steps(copy.deepcopy(model), data, steps, warmup),
+        },
+        rounds,
+    )
     plain, lightning = batch / median(times["plain"]), batch / median(times["lightning"])
-    details = {"backbone": backbone, "image_size": size, "batch_size": batch, "steps_per_round": steps,
-               "warmup_steps": warmup, "step_seconds": times}
-    return [Row("trainer overhead", "train images/s", "plain PyTorch loop", plain, "Lightning Trainer", lightning,
-                ["ratio >= 0.97"], details)]
+    details = {
+        "backbone": backbone,
+        "image_size": size,
+        "batch_size": batch,
+        "steps_per_round": steps,
+        "warmup_steps": warmup,
+        "step_seconds": times,
+    }
+    return [
+        Row(
+            "trainer overhead",
+            "train images/s",
+            "plain PyTorch loop",
+            plain,
+            "Lightning Trainer",
+            lightning,
+            ["ratio >= 0.97"],
+            details,
+        )
+    ]

@@ -32,8 +32,14 @@ from bincount.paths import PROJECT_ROOT, shared_abid
 
 DEFAULT_JSON = PROJECT_ROOT / "benchmarks" / "results" / "quality.json"
 # tiny runs for --smoke: a few images, a tiny network, one epoch
-SMOKE = ["data.limit_per_class=20", "data.image_size=32", "model.backbone=resnet10t", "trainer.max_epochs=1",
-         "model.tta=hflip", "data.batch_size=16"]
+SMOKE = [
+    "data.limit_per_class=20",
+    "data.image_size=32",
+    "model.backbone=resnet10t",
+    "trainer.max_epochs=1",
+    "model.tta=hflip",
+    "data.batch_size=16",
+]
 FIGURES = ("test/acc", "test/rmse", "test/mae", "test/off_by_one", "test/ece", "test/ece_uncalibrated")
 
 
@@ -47,12 +53,21 @@ def train_run(recipe: str, seed: int, data: Path, run_dir: Path, extra: list[str
             return {**metrics, **json.loads(stamp.read_text())}
         # a run trained by hand: its own duration (train(), without Python's start-up)
         return {**metrics, "wall_seconds": metrics.get("seconds"), "command": "(run trained outside the benchmark)"}
-    cmd = [sys.executable, "train.py", f"experiment={recipe}", f"seed={seed}", f"data.root={data}",
-           f"hydra.run.dir={run_dir}", "callbacks.rich_progress_bar=null", *extra]
+    cmd = [
+        sys.executable,
+        "train.py",
+        f"experiment={recipe}",
+        f"seed={seed}",
+        f"data.root={data}",
+        f"hydra.run.dir={run_dir}",
+        "callbacks.rich_progress_bar=null",
+        *extra,
+    ]
     print(f"  training {recipe} seed {seed}: {' '.join(cmd[1:])}", file=sys.stderr, flush=True)
     started = time.time()
-    proc = subprocess.run(cmd, cwd=PROJECT_ROOT, capture_output=True, text=True,
-                          env={**os.environ, "BINCOUNT_NO_PROGRESS": "1"})
+    proc = subprocess.run(
+        cmd, cwd=PROJECT_ROOT, capture_output=True, text=True, env={**os.environ, "BINCOUNT_NO_PROGRESS": "1"}
+    )
     if proc.returncode != 0:
         raise SystemExit(f"{recipe} seed {seed} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
     info = {"wall_seconds": round(time.time() - started, 1), "command": " ".join(cmd[1:])}
@@ -90,14 +105,20 @@ def reconcile_figures(run_dir: Path, data: Path, rate: float, spread: int, targe
     out = {}
     record_model = RecordModel(rate, spread)
     for name, threshold, model in (
-            ("record_aware", choose_record_threshold(record_model, by_split["val"], target, z=1.645), record_model),
-            ("photo_only", calibrate(by_split["val"], target, z=1.645), None)):
+        ("record_aware", choose_record_threshold(record_model, by_split["val"], target, z=1.645), record_model),
+        ("photo_only", calibrate(by_split["val"], target, z=1.645), None),
+    ):
         decisions, unmatched = reconcile(test, expected, threshold.threshold, model)
         s = summarize(decisions, threshold, unmatched)
         lab = s["labelled"]
-        out[name] = {"auto_verified_share": s["auto_verified_share"], "auto_verified_precision": lab["match_accuracy"],
-                     "wrong_records_caught": lab["wrong_records_caught"], "wrong_records": lab["wrong_records"],
-                     "threshold": round(threshold.threshold, 4), "bins": s["bins"]}
+        out[name] = {
+            "auto_verified_share": s["auto_verified_share"],
+            "auto_verified_precision": lab["match_accuracy"],
+            "wrong_records_caught": lab["wrong_records_caught"],
+            "wrong_records": lab["wrong_records"],
+            "threshold": round(threshold.threshold, 4),
+            "bins": s["bins"],
+        }
     return out
 
 
@@ -105,20 +126,27 @@ def spread_of(values: list[float]) -> dict:
     values = [v for v in values if v is not None]
     if not values:
         return {"mean": None, "std": None, "min": None, "max": None, "n": 0}
-    return {"mean": round(statistics.fmean(values), 4), "std": round(statistics.stdev(values), 4) if len(values) > 1 else 0.0,
-            "min": round(min(values), 4), "max": round(max(values), 4), "n": len(values)}
+    return {
+        "mean": round(statistics.fmean(values), 4),
+        "std": round(statistics.stdev(values), 4) if len(values) > 1 else 0.0,
+        "min": round(min(values), 4),
+        "max": round(max(values), 4),
+        "n": len(values),
+    }
 
 
 def aggregate(runs: list[dict]) -> dict:
     summary = {k: spread_of([r["metrics"].get(k) for r in runs]) for k in FIGURES}
     counts = sorted({c for r in runs for c in r["metrics"]["test/acc_per_class"]}, key=int)
-    summary["test/acc_per_class"] = {c: spread_of([r["metrics"]["test/acc_per_class"].get(c) for r in runs])
-                                     for c in counts}
+    summary["test/acc_per_class"] = {
+        c: spread_of([r["metrics"]["test/acc_per_class"].get(c) for r in runs]) for c in counts
+    }
     summary["wall_seconds"] = spread_of([r["wall_seconds"] for r in runs])
     for rule in ("record_aware", "photo_only"):
-        summary[f"reconcile/{rule}"] = {k: spread_of([r["reconcile"][rule][k] for r in runs])
-                                        for k in ("auto_verified_share", "auto_verified_precision",
-                                                  "wrong_records_caught")}
+        summary[f"reconcile/{rule}"] = {
+            k: spread_of([r["reconcile"][rule][k] for r in runs])
+            for k in ("auto_verified_share", "auto_verified_precision", "wrong_records_caught")
+        }
     return summary
 
 
@@ -130,9 +158,11 @@ def _pm(s: dict, pct: bool = True) -> str:
 
 
 def table(result: dict) -> str:
-    lines = ["| recipe | seeds | test acc % | RMSE | MAE | off-by-one % | per count % | ECE (before) | "
-             "auto-verified % (precision %) | wrong records caught % | wall min |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| recipe | seeds | test acc % | RMSE | MAE | off-by-one % | per count % | ECE (before) | "
+        "auto-verified % (precision %) | wrong records caught % | wall min |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for recipe, r in result["recipes"].items():
         s = r["summary"]
         per = " / ".join(f"{v['mean'] * 100:.0f}" for v in s["test/acc_per_class"].values())
@@ -142,7 +172,8 @@ def table(result: dict) -> str:
             f"{_pm(s['test/mae'], False)} | {_pm(s['test/off_by_one'])} | {per} | "
             f"{s['test/ece']['mean']:.3f} ({s['test/ece_uncalibrated']['mean']:.3f}) | "
             f"{_pm(ra['auto_verified_share'])} ({_pm(ra['auto_verified_precision'])}) | {_pm(ra['wrong_records_caught'])} | "
-            f"{s['wall_seconds']['mean'] / 60:.1f} |")
+            f"{s['wall_seconds']['mean'] / 60:.1f} |"
+        )
     return "\n".join(lines)
 
 
@@ -151,8 +182,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--recipes", default="quickstart", help="comma-separated experiment names")
     p.add_argument("--seeds", default="1,2,3", help="comma-separated training seeds (the split is fixed)")
     p.add_argument("--data", type=Path, default=shared_abid() / "dev-224", help="ABID-layout folder")
-    p.add_argument("--runs", type=Path, default=PROJECT_ROOT / "outputs" / "quality",
-                   help="run folders go here, one per recipe and seed")
+    p.add_argument(
+        "--runs",
+        type=Path,
+        default=PROJECT_ROOT / "outputs" / "quality",
+        help="run folders go here, one per recipe and seed",
+    )
     p.add_argument("--json", type=Path, default=None, help=f"where to write the results (default {DEFAULT_JSON})")
     p.add_argument("--record-error-rate", type=float, default=0.2)
     p.add_argument("--record-error-spread", type=int, default=2)
@@ -169,23 +204,52 @@ def main(argv: list[str] | None = None) -> int:
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     extra = (SMOKE if args.smoke else []) + list(args.overrides)
     json_path = args.json or (args.runs / "quality.json" if args.smoke else DEFAULT_JSON)
-    result = {"smoke": args.smoke, "machine": machine(), "data": str(args.data), "overrides": extra,
-              "record_errors": {"rate": args.record_error_rate, "spread": args.record_error_spread,
-                                "target_precision": args.target_precision}, "recipes": {}}
+    result = {
+        "smoke": args.smoke,
+        "machine": machine(),
+        "data": str(args.data),
+        "overrides": extra,
+        "record_errors": {
+            "rate": args.record_error_rate,
+            "spread": args.record_error_spread,
+            "target_precision": args.target_precision,
+        },
+        "recipes": {},
+    }
     for recipe in recipes:
         runs = []
         for seed in seeds:
             run_dir = args.runs / recipe / f"seed{seed}"
             metrics = train_run(recipe, seed, args.data, run_dir, extra, args.retrain)
-            recon = reconcile_figures(run_dir, args.data, args.record_error_rate, args.record_error_spread,
-                                      args.target_precision, seed)
-            runs.append({"seed": seed, "run_dir": str(run_dir), "wall_seconds": metrics.get("wall_seconds"),
-                         "train_seconds": metrics.get("seconds"), "command": metrics.get("command"),
-                         "metrics": {k: metrics[k] for k in (*FIGURES, "test/acc_per_class", "test/images",
-                                                             "test/majority_rate", "test/temperature")},
-                         "reconcile": recon})
-            print(f"  {recipe} seed {seed}: acc {metrics['test/acc']:.3f}, ECE {metrics['test/ece']:.3f}, "
-                  f"auto-verified {recon['record_aware']['auto_verified_share']}", file=sys.stderr, flush=True)
+            recon = reconcile_figures(
+                run_dir, args.data, args.record_error_rate, args.record_error_spread, args.target_precision, seed
+            )
+            runs.append(
+                {
+                    "seed": seed,
+                    "run_dir": str(run_dir),
+                    "wall_seconds": metrics.get("wall_seconds"),
+                    "train_seconds": metrics.get("seconds"),
+                    "command": metrics.get("command"),
+                    "metrics": {
+                        k: metrics[k]
+                        for k in (
+                            *FIGURES,
+                            "test/acc_per_class",
+                            "test/images",
+                            "test/majority_rate",
+                            "test/temperature",
+                        )
+                    },
+                    "reconcile": recon,
+                }
+            )
+            print(
+                f"  {recipe} seed {seed}: acc {metrics['test/acc']:.3f}, ECE {metrics['test/ece']:.3f}, "
+                f"auto-verified {recon['record_aware']['auto_verified_share']}",
+                file=sys.stderr,
+                flush=True,
+            )
         result["recipes"][recipe] = {"runs": runs, "summary": aggregate(runs)}
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(result, indent=2))

@@ -31,14 +31,18 @@ DEFAULT_JSON = PROJECT_ROOT / "outputs" / "benchmarks" / "results.json"
 def _run_one(name: str, args: argparse.Namespace, cache: Path) -> list[Row | Skipped]:
     if name == "loader":
         from benchmarks import loader
+
         return loader.run(args.abid, cache, args.smoke)
     if name == "overhead":
         from benchmarks import overhead
+
         return overhead.run(args.smoke)
     if name == "inference":
         from benchmarks import inference
+
         return inference.run(args.smoke, args.threads)
     from benchmarks import gpu
+
     return gpu.run(args.gpu_data, cache, args.smoke)
 
 
@@ -52,13 +56,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--smoke", action="store_true", help="tiny sizes, a few steps: check that everything runs")
     p.add_argument("--only", default=",".join(BENCHMARKS), help=f"comma-separated subset of {','.join(BENCHMARKS)}")
     p.add_argument("--json", type=Path, default=DEFAULT_JSON, help="where to write the results")
-    p.add_argument("--abid", type=Path, default=shared_abid(), help="the ABID development copy (its raw/ folder is read)")
-    p.add_argument("--gpu-data", type=Path, default=None,
-                   help="ABID-layout or packed folder for the GPU benchmark (default: ABID's dev-224)")
+    p.add_argument(
+        "--abid", type=Path, default=shared_abid(), help="the ABID development copy (its raw/ folder is read)"
+    )
+    p.add_argument(
+        "--gpu-data",
+        type=Path,
+        default=None,
+        help="ABID-layout or packed folder for the GPU benchmark (default: ABID's dev-224)",
+    )
     p.add_argument("--cache", type=Path, default=None, help="packed copies are kept here (default: beside --json)")
-    p.add_argument("--threads", type=int, default=0,
-                   help="CPU threads for PyTorch and ONNX Runtime (default: all cores); 1 on a machine shared with "
-                        "other work, where OpenMP threads waiting on a descheduled peer distort every figure")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="CPU threads for PyTorch and ONNX Runtime (default: all cores); 1 on a machine shared with "
+        "other work, where OpenMP threads waiting on a descheduled peer distort every figure",
+    )
     args = p.parse_args(argv)
     chosen = [b.strip() for b in args.only.split(",") if b.strip()]
     unknown = sorted(set(chosen) - set(BENCHMARKS))
@@ -73,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.threads:
         import torch
+
         torch.set_num_threads(args.threads)
     rows: list[Row | Skipped] = []
     started = time.time()
@@ -84,8 +99,12 @@ def main(argv: list[str] | None = None) -> int:
         rows += _run_one(name, args, cache)
         print(f"  {name}: {time.time() - t:.0f} s", file=sys.stderr, flush=True)
         info["load_average_end"] = machine()["load_average"]
-        result = {"smoke": args.smoke, "machine": info, "seconds": round(time.time() - started, 1),
-                  "rows": [r.to_dict() for r in rows]}
+        result = {
+            "smoke": args.smoke,
+            "machine": info,
+            "seconds": round(time.time() - started, 1),
+            "rows": [r.to_dict() for r in rows],
+        }
         args.json.write_text(json.dumps(result, indent=2))  # after each benchmark: a later failure keeps these
     print(table(rows))
     print(f"\nmachine: {json.dumps(info)}\nwritten: {args.json}")

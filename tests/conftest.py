@@ -94,8 +94,13 @@ def aws_server():
     yields its endpoint URL. Credentials and region are fake and set for the whole session."""
     from moto.server import ThreadedMotoServer
 
-    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing",
-           "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1"}
+    env = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": "us-east-1",
+    }
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
@@ -134,8 +139,15 @@ def counter_ckpt(small_abid, tmp_path_factory) -> Path:
     dm = BinDataModule(str(small_abid), image_size=32, batch_size=32, num_workers=0, output_dir=str(run))
     model = CountingModel(backbone="resnet10t", image_size=32)
     ckpt = ModelCheckpoint(dirpath=run / "checkpoints", filename="best", monitor="val/acc", mode="max")
-    L.Trainer(max_epochs=2, accelerator="cpu", devices=1, logger=False, callbacks=[ckpt], enable_progress_bar=False,
-              enable_model_summary=False).fit(model, datamodule=dm)
+    L.Trainer(
+        max_epochs=2,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        callbacks=[ckpt],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    ).fit(model, datamodule=dm)
     return run / "checkpoints" / "best.ckpt"
 
 
@@ -149,9 +161,22 @@ def seed_public_bucket(endpoint: str, src: Path, ids: list[str], bucket: str = "
     s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
     s3.create_bucket(Bucket=bucket)
     # moto checks anonymous HEAD as s3:HeadObject; AWS checks it as s3:GetObject
-    s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps({"Version": "2012-10-17", "Statement": [{
-        "Effect": "Allow", "Principal": "*", "Action": ["s3:GetObject", "s3:HeadObject", "s3:ListBucket"],
-        "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"]}]}))
+    s3.put_bucket_policy(
+        Bucket=bucket,
+        Policy=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Principal": "*",
+                        "Action": ["s3:GetObject", "s3:HeadObject", "s3:ListBucket"],
+                        "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"],
+                    }
+                ],
+            }
+        ),
+    )
     keys = [k for i in ids for k in (f"bin-images/{i}.jpg", f"metadata/{i}.json")]
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda k: s3.put_object(Bucket=bucket, Key=k, Body=(src / k).read_bytes()), keys))

@@ -17,14 +17,24 @@ def test_every_benchmark_runs_in_smoke_mode(abid, tmp_path):
     out = tmp_path / "results.json"
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks", "--smoke", "--threads", "1", "--json", str(out), "--abid", str(abid)],
-        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "BINCOUNT_NO_PROGRESS": "1"})
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "BINCOUNT_NO_PROGRESS": "1"},
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     result = json.loads(out.read_text())
     assert result["smoke"] is True and result["machine"]["cores"] >= 1
     rows = result["rows"]
     names = {r["benchmark"] for r in rows}
-    assert {"loader 32px", "quickstart data wait", "trainer overhead", "inference batch 1 p50",
-            "inference batch 1 p99"} <= names
+    assert {
+        "loader 32px",
+        "quickstart data wait",
+        "trainer overhead",
+        "inference batch 1 p50",
+        "inference batch 1 p99",
+    } <= names
     assert any(n.startswith("gpu") for n in names)  # run on the CPU in smoke mode when there is no GPU
     for r in rows:
         if "skipped" in r:
@@ -35,14 +45,26 @@ def test_every_benchmark_runs_in_smoke_mode(abid, tmp_path):
 
 
 def test_unknown_benchmark_is_refused():
-    proc = subprocess.run([sys.executable, "-m", "benchmarks", "--only", "loader,speed"], cwd=PROJECT_ROOT,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--only", "loader,speed"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and "unknown benchmark(s) speed" in proc.stderr
 
 
-@pytest.mark.parametrize("targets, candidate, met", [
-    (["ratio >= 5"], 600.0, True), (["ratio >= 5"], 400.0, False), (["ratio <= 0.6"], 50.0, True),
-    (["ratio >= 0.9", "candidate >= 3000"], 95.0, False), ([], 1.0, None)])
+@pytest.mark.parametrize(
+    "targets, candidate, met",
+    [
+        (["ratio >= 5"], 600.0, True),
+        (["ratio >= 5"], 400.0, False),
+        (["ratio <= 0.6"], 50.0, True),
+        (["ratio >= 0.9", "candidate >= 3000"], 95.0, False),
+        ([], 1.0, None),
+    ],
+)
 def test_targets_read_against_the_ratio_or_the_candidate(targets, candidate, met):
     row = Row("b", "m", "base", 100.0, "cand", candidate, targets)
     assert row.met is met

@@ -40,9 +40,20 @@ REFUSAL = "is not a checkpoint that loads with weights_only=True"
 
 def test_eval_refuses_in_one_line(evil, small_abid, tmp_path):
     path, marker = evil
-    r = subprocess.run([sys.executable, "eval.py", f"ckpt_path={path}", f"data.root={small_abid}",
-                        f"hydra.run.dir={tmp_path / 'eval'}", "data.split=all"], cwd=PROJECT_ROOT,
-                       capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "eval.py",
+            f"ckpt_path={path}",
+            f"data.root={small_abid}",
+            f"hydra.run.dir={tmp_path / 'eval'}",
+            "data.split=all",
+        ],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 2 and "Traceback" not in r.stderr and "weights_only=False" not in r.stderr
     assert f"error: ckpt_path: {path} {REFUSAL} (UnpicklingError)" in r.stderr
     assert not marker.exists()
@@ -54,8 +65,11 @@ def test_resume_predict_export_and_serve_refuse_the_same_way(evil, small_abid, t
     with pytest.raises(BincountError, match=f"ckpt_path: .*{REFUSAL}"):
         train(cfg)
     image = next((small_abid / "bin-images").iterdir())
-    for argv in (["predict", str(path), str(image)], ["export", str(path), "--out", str(tmp_path / "x")],
-                 ["serve", str(path), "--port", "0"]):
+    for argv in (
+        ["predict", str(path), str(image)],
+        ["export", str(path), "--out", str(tmp_path / "x")],
+        ["serve", str(path), "--port", "0"],
+    ):
         assert main(argv) == 2
         assert REFUSAL in capsys.readouterr().err
     assert not marker.exists()

@@ -25,9 +25,11 @@ def test_each_command_is_defined_by_the_module_it_is_mapped_to():
 
 
 def test_help_lists_every_command_without_importing_torch():
-    code = ("import sys; from bincount.cli import main\n"
-            "try: main(['--help'])\nexcept SystemExit: pass\n"
-            "assert 'torch' not in sys.modules, 'the command list must not import torch'")
+    code = (
+        "import sys; from bincount.cli import main\n"
+        "try: main(['--help'])\nexcept SystemExit: pass\n"
+        "assert 'torch' not in sys.modules, 'the command list must not import torch'"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     for name in COMMANDS:
@@ -43,8 +45,9 @@ def test_one_syntax_for_count_lists():
     # every command that takes counts parses them with this one function
     for command in ("scan", "download", "prepare"):
         parser = build_parser(command)
-        action = next(a for a in parser._subparsers._group_actions[0].choices[command]._actions
-                      if "--classes" in a.option_strings)
+        action = next(
+            a for a in parser._subparsers._group_actions[0].choices[command]._actions if "--classes" in a.option_strings
+        )
         assert action.type is counts, command
 
 
@@ -53,8 +56,12 @@ def test_defaults_come_from_the_configs_and_the_library(monkeypatch):
 
     cfg = compose("train", ["paths.root_dir=."])
     args = build_parser("prepare").parse_args(["prepare", "SRC", "OUT"])
-    assert (args.size, args.split, args.ratios, args.seed) == (cfg.data.image_size, cfg.data.split,
-                                                                list(cfg.data.ratios), cfg.seed)
+    assert (args.size, args.split, args.ratios, args.seed) == (
+        cfg.data.image_size,
+        cfg.data.split,
+        list(cfg.data.ratios),
+        cfg.seed,
+    )
     assert args.quality == default(prepare.prepare, "quality") and args.format == default(prepare.prepare, "fmt")
     args = build_parser("download").parse_args(["download"])
     assert args.dest == cfg.paths.data_dir == "./data/abid"  # the folder a first training run downloads into

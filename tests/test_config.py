@@ -15,8 +15,9 @@ EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_composes_and_instantiates(experiment, tmp_path, synthetic_abid):
-    cfg = compose_cfg("train", [f"experiment={experiment}", f"data.root={synthetic_abid}", "model.pretrained=false"],
-                      tmp_path)
+    cfg = compose_cfg(
+        "train", [f"experiment={experiment}", f"data.root={synthetic_abid}", "model.pretrained=false"], tmp_path
+    )
     assert cfg.paths.output_dir == str(tmp_path)
     check_config(cfg)
     dm = instantiate(cfg.data)
@@ -70,8 +71,9 @@ def test_eval_config_composes(tmp_path):
 
 
 def _run(*args):
-    return subprocess.run([sys.executable, "train.py", *args], cwd=PROJECT_ROOT, capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, "train.py", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_unknown_key_gives_one_line_naming_it():
@@ -96,18 +98,21 @@ def test_a_value_of_the_wrong_type_fails_at_start_in_one_line(tmp_path):
     assert "error: trainer.max_epochs: 'abc' is not an integer or null" in r.stderr
 
 
-@pytest.mark.parametrize("override, message", [
-    ("data.batch_size=big", "data.batch_size: 'big' is not an integer"),
-    ("data.classes=[one,two]", "data.classes: ['one', 'two'] is not a list of integers"),
-    ("data.check_images=3", "data.check_images: 3 is not true or false"),
-    ("model.optimizer.lr=fast", "model.optimizer.lr: 'fast' is not a number or Tensor"),
-    ("trainer.precision=half", "trainer.precision: 'half' is not one of 64, 32, 16 or one of 'transformer-engine'"),
-    ("callbacks.debugger.save_interval=often", "callbacks.debugger.save_interval: 'often' is not an integer"),
-    ("+logger.csv.flush_logs_every_n_steps=1.5", "logger.csv.flush_logs_every_n_steps: 1.5 is not an integer"),
-    ("seed=abc", "seed: 'abc' is not an integer or null"),
-    ("test=maybe", "test: 'maybe' is not true or false"),
-    ("+trainer.max_epoch=3", "trainer.max_epoch: Trainer takes no argument 'max_epoch' (did you mean max_epochs?)"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("data.batch_size=big", "data.batch_size: 'big' is not an integer"),
+        ("data.classes=[one,two]", "data.classes: ['one', 'two'] is not a list of integers"),
+        ("data.check_images=3", "data.check_images: 3 is not true or false"),
+        ("model.optimizer.lr=fast", "model.optimizer.lr: 'fast' is not a number or Tensor"),
+        ("trainer.precision=half", "trainer.precision: 'half' is not one of 64, 32, 16 or one of 'transformer-engine'"),
+        ("callbacks.debugger.save_interval=often", "callbacks.debugger.save_interval: 'often' is not an integer"),
+        ("+logger.csv.flush_logs_every_n_steps=1.5", "logger.csv.flush_logs_every_n_steps: 1.5 is not an integer"),
+        ("seed=abc", "seed: 'abc' is not an integer or null"),
+        ("test=maybe", "test: 'maybe' is not true or false"),
+        ("+trainer.max_epoch=3", "trainer.max_epoch: Trainer takes no argument 'max_epoch' (did you mean max_epochs?)"),
+    ],
+)
 def test_every_kind_of_value_is_checked_against_its_consumer(override, message, tmp_path):
     from bincount.errors import BincountError
     from bincount.training import train

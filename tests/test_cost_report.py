@@ -20,19 +20,32 @@ ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
 def sagemaker_job(name: str, instance_type: str, minutes: dict[str, list[float]]) -> None:
     """A training job on the loopback server and its per-minute instance metrics in CloudWatch."""
     boto3.client("sagemaker").create_training_job(
-        TrainingJobName=name, RoleArn=ROLE,
-        AlgorithmSpecification={"TrainingImage": "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.5.1",
-                                "TrainingInputMode": "File"},
+        TrainingJobName=name,
+        RoleArn=ROLE,
+        AlgorithmSpecification={
+            "TrainingImage": "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.5.1",
+            "TrainingInputMode": "File",
+        },
         OutputDataConfig={"S3OutputPath": "s3://bucket/output"},
         ResourceConfig={"InstanceType": instance_type, "InstanceCount": 1, "VolumeSizeInGB": 30},
-        StoppingCondition={"MaxRuntimeInSeconds": 3600})
+        StoppingCondition={"MaxRuntimeInSeconds": 3600},
+    )
     start = datetime.now(timezone.utc).replace(second=0, microsecond=0)
     cloudwatch = boto3.client("cloudwatch")
     for metric, values in minutes.items():
-        cloudwatch.put_metric_data(Namespace=CLOUDWATCH_NAMESPACE, MetricData=[
-            {"MetricName": metric, "Dimensions": [{"Name": "Host", "Value": f"{name}/algo-1"}],
-             "Timestamp": start + timedelta(minutes=i, seconds=30), "Value": v, "Unit": "Percent"}
-            for i, v in enumerate(values)])
+        cloudwatch.put_metric_data(
+            Namespace=CLOUDWATCH_NAMESPACE,
+            MetricData=[
+                {
+                    "MetricName": metric,
+                    "Dimensions": [{"Name": "Host", "Value": f"{name}/algo-1"}],
+                    "Timestamp": start + timedelta(minutes=i, seconds=30),
+                    "Value": v,
+                    "Unit": "Percent",
+                }
+                for i, v in enumerate(values)
+            ],
+        )
 
 
 def report_for(name: str, tmp_path, capsys) -> dict:
@@ -49,10 +62,15 @@ def cloudwatch(aws, monkeypatch):
 
 def test_an_oversized_cpu_job_gets_a_smaller_instance(cloudwatch, tmp_path, capsys):
     # the seeds' finding: 20% CPU, 21% memory, 2% disk at most on a 16-vCPU, 64 GiB instance
-    sagemaker_job("oversized", "ml.m5.4xlarge", {
-        "CPUUtilization": [280.0, 320.0, 300.0, 310.0, 290.0],  # sums over 16 cores: about 3 busy cores
-        "MemoryUtilization": [19.0, 21.0, 20.0, 20.5, 20.0],
-        "DiskUtilization": [1.5, 2.0, 2.0, 2.0, 2.0]})
+    sagemaker_job(
+        "oversized",
+        "ml.m5.4xlarge",
+        {
+            "CPUUtilization": [280.0, 320.0, 300.0, 310.0, 290.0],  # sums over 16 cores: about 3 busy cores
+            "MemoryUtilization": [19.0, 21.0, 20.0, 20.5, 20.0],
+            "DiskUtilization": [1.5, 2.0, 2.0, 2.0, 2.0],
+        },
+    )
     r = report_for("oversized", tmp_path, capsys)
     u = r["utilization"]
     assert u["cpu_percent"]["peak"] == pytest.approx(20.0) and u["mem_percent"]["peak"] == pytest.approx(21.0)
@@ -71,9 +89,17 @@ def test_an_oversized_cpu_job_gets_a_smaller_instance(cloudwatch, tmp_path, caps
 
 
 def test_a_gpu_job_keeps_a_gpu_but_a_cheaper_one(cloudwatch, tmp_path, capsys):
-    sagemaker_job("gpu-busy", "ml.p3.2xlarge", {
-        "CPUUtilization": [240.0] * 5, "MemoryUtilization": [10.0] * 5, "DiskUtilization": [3.0] * 5,
-        "GPUUtilization": [80.0, 85.0, 90.0, 85.0, 85.0], "GPUMemoryUtilization": [40.0] * 5})
+    sagemaker_job(
+        "gpu-busy",
+        "ml.p3.2xlarge",
+        {
+            "CPUUtilization": [240.0] * 5,
+            "MemoryUtilization": [10.0] * 5,
+            "DiskUtilization": [3.0] * 5,
+            "GPUUtilization": [80.0, 85.0, 90.0, 85.0, 85.0],
+            "GPUMemoryUtilization": [40.0] * 5,
+        },
+    )
     r = report_for("gpu-busy", tmp_path, capsys)
     need = r["needs"]
     assert need["uses_gpu"] and need["gpu_mem_used_gb"] == pytest.approx(0.40 * 16, abs=0.01)
@@ -97,8 +123,15 @@ def test_price_table_says_where_its_prices_come_from():
     table = load_prices()
     assert table["source"].startswith("https://aws.amazon.com/sagemaker/pricing/") and table["collected"]
     assert table["region"] == "us-east-1" and table["currency"] == "USD"
-    wanted = {"ml.c5.xlarge", "ml.m5.large", "ml.m5.xlarge", "ml.c5.2xlarge", "ml.g4dn.xlarge", "ml.g5.xlarge",
-              "ml.p3.2xlarge"}
+    wanted = {
+        "ml.c5.xlarge",
+        "ml.m5.large",
+        "ml.m5.xlarge",
+        "ml.c5.2xlarge",
+        "ml.g4dn.xlarge",
+        "ml.g5.xlarge",
+        "ml.p3.2xlarge",
+    }
     assert wanted <= set(table["instances"])
     for name, spec in table["instances"].items():
         assert spec["usd_per_hour"] > 0 and spec["checked"] in {"agreed", "disputed"}, name

@@ -47,8 +47,13 @@ def rows(path: Path) -> list[dict]:
 
 
 def run_tiny(data: Path, out: Path, extra: list[str]) -> Path:
-    cfg = compose_cfg("train", TINY + [f"data.root={data}", "data.batch_size=10", "logger=csv", "test=false",
-                                       "callbacks.debugger.save_interval=2"] + extra, out)
+    cfg = compose_cfg(
+        "train",
+        TINY
+        + [f"data.root={data}", "data.batch_size=10", "logger=csv", "test=false", "callbacks.debugger.save_interval=2"]
+        + extra,
+        out,
+    )
     train(cfg)
     return out / "debugger"
 
@@ -67,8 +72,13 @@ def test_local_debugger_records_collections_and_writes_a_report(slice40, tmp_pat
     assert len([r for r in tensors if r["step"] == 0 and r["collection"] != "gradients"]) == n_params
     assert all(r["norm"] >= 0 and r["std"] >= 0 and r["nonfinite"] == 0 for r in tensors)
     report = json.loads((d / "report.json").read_text())
-    assert set(report["rules"]) == {"vanishing_gradient", "exploding_gradient", "loss_not_decreasing", "overfit",
-                                    "poor_weight_initialization"}
+    assert set(report["rules"]) == {
+        "vanishing_gradient",
+        "exploding_gradient",
+        "loss_not_decreasing",
+        "overfit",
+        "poor_weight_initialization",
+    }
     # a sound initialisation and no NaN in a healthy run
     assert not report["rules"]["poor_weight_initialization"]["triggered"]
     assert not report["rules"]["exploding_gradient"]["triggered"]
@@ -111,13 +121,13 @@ def test_the_quickstart_recipe_raises_no_false_alarm():
     records = json.loads((Path(__file__).parent / "data" / "quickstart_debugger_records.json").read_text())
     rules = {r.name: r for r in build_rules(shipped_rules())}
     losses = records["train_loss"]
-    assert not any(rules["loss_not_decreasing"].check_train_loss(i, losses[:i + 1]) for i in range(len(losses)))
+    assert not any(rules["loss_not_decreasing"].check_train_loss(i, losses[: i + 1]) for i in range(len(losses)))
     for step, values in records["gradient_abs_mean"].items():
         stats = {name: {"abs_mean": v} for name, v in zip(records["layers"], values)}
         assert rules["vanishing_gradient"].check_tensors(int(step), "gradients", stats, {}) is None, step
     # judged as before (two successive 10-step windows; any single layer), the same records fire
     successive = LossNotDecreasing(num_steps=10, diff_percent=0.1, patience=1)
-    assert next(i for i in range(len(losses)) if successive.check_train_loss(i, losses[:i + 1])) == 29
+    assert next(i for i in range(len(losses)) if successive.check_train_loss(i, losses[: i + 1])) == 29
     any_layer = VanishingGradient(threshold=1e-7, min_share=0, patience=1, start_step=1)
     stats = {n: {"abs_mean": v} for n, v in zip(records["layers"], records["gradient_abs_mean"]["120"])}
     assert "2 of 62 layers" in any_layer.check_tensors(120, "gradients", stats, {})
@@ -126,8 +136,9 @@ def test_the_quickstart_recipe_raises_no_false_alarm():
 def test_a_healthy_run_warns_of_nothing(boxes, tmp_path, caplog):
     """A short run that learns, with every rule on as shipped: no warning, nothing in the report."""
     caplog.set_level(logging.WARNING, logger="bincount.callbacks.debugger")
-    d = run_tiny(boxes, tmp_path / "run", ["trainer.max_epochs=3", "data.batch_size=8",
-                                           "callbacks.debugger.save_interval=5"])
+    d = run_tiny(
+        boxes, tmp_path / "run", ["trainer.max_epochs=3", "data.batch_size=8", "callbacks.debugger.save_interval=5"]
+    )
     losses = train_losses(d)
     assert len(losses) == 60 and sum(losses[-20:]) < 0.95 * sum(losses[:20])  # it learned
     assert fired(d) == set() and "debugger:" not in caplog.text
@@ -150,8 +161,11 @@ def test_rules_fire_on_a_dead_network(boxes, tmp_path, caplog):
     caplog.set_level(logging.WARNING, logger="bincount.callbacks.debugger")
     zeros = tmp_path / "zeros.safetensors"
     save_file({k: torch.zeros_like(v) for k, v in build_backbone("resnet10t", 5).state_dict().items()}, str(zeros))
-    d = run_tiny(boxes, tmp_path / "run", ["trainer.max_epochs=3", "data.batch_size=8", f"model.weights={zeros}",
-                                           "callbacks.debugger.save_interval=10"])
+    d = run_tiny(
+        boxes,
+        tmp_path / "run",
+        ["trainer.max_epochs=3", "data.batch_size=8", f"model.weights={zeros}", "callbacks.debugger.save_interval=10"],
+    )
     assert {"vanishing_gradient", "poor_weight_initialization"} <= fired(d)
     assert "debugger: vanishing_gradient at step" in caplog.text
     assert "debugger: poor_weight_initialization at step 0" in caplog.text
@@ -198,8 +212,11 @@ def test_initialization_and_vanishing_gradient_rules_on_real_tensors(slice40):
 def smdebug_hook_config(tmp_path: Path) -> Path:
     """The DebugHookConfig of the launcher's real CreateTrainingJob request (dry run), written as
     SageMaker writes it into the container, with a local output path."""
-    cfg = compose_cfg("train", ["launcher=sagemaker", "launcher.dry_run=true", "launcher.debugger.save_interval=2"],
-                      tmp_path / "launch")
+    cfg = compose_cfg(
+        "train",
+        ["launcher=sagemaker", "launcher.dry_run=true", "launcher.debugger.save_interval=2"],
+        tmp_path / "launch",
+    )
     os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
     instantiate(cfg.launcher).launch(cfg)
     hook = json.loads((tmp_path / "launch" / "sagemaker_request.json").read_text())["DebugHookConfig"]
@@ -208,19 +225,36 @@ def smdebug_hook_config(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.mark.skipif(not (SMDEBUG_PYTHON.parent.parent / ".complete").is_file(),
-                    reason="no .venv-smdebug: run `bash scripts/setup_smdebug.sh` (scripts/test.sh does)")
+@pytest.mark.skipif(
+    not (SMDEBUG_PYTHON.parent.parent / ".complete").is_file(),
+    reason="no .venv-smdebug: run `bash scripts/setup_smdebug.sh` (scripts/test.sh does)",
+)
 def test_smdebug_hook_saves_a_trial_that_matches_the_local_records(slice40, tmp_path, aws):
     config = smdebug_hook_config(tmp_path)
     run = tmp_path / "run"
     import boto3
 
     boto3.client("s3", endpoint_url=aws).create_bucket(Bucket="bincount-test")
-    env = {**os.environ, "PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": "python", "BINCOUNT_NO_PROGRESS": "1",
-           "AWS_ENDPOINT_URL": aws}
-    out = subprocess.run([str(SMDEBUG_PYTHON), str(PROJECT_ROOT / "tests" / "helpers" / "smdebug_trial.py"),
-                          str(config), str(run), str(slice40), "s3://bincount-test/output/job/debug-output"],
-                         capture_output=True, text=True, env=env, timeout=400)
+    env = {
+        **os.environ,
+        "PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": "python",
+        "BINCOUNT_NO_PROGRESS": "1",
+        "AWS_ENDPOINT_URL": aws,
+    }
+    out = subprocess.run(
+        [
+            str(SMDEBUG_PYTHON),
+            str(PROJECT_ROOT / "tests" / "helpers" / "smdebug_trial.py"),
+            str(config),
+            str(run),
+            str(slice40),
+            "s3://bincount-test/output/job/debug-output",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=400,
+    )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     trial = json.loads(out.stdout.strip().splitlines()[-1])
     assert all(n > 0 for n in trial["collections"].values()), trial["collections"]

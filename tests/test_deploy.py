@@ -43,15 +43,25 @@ def test_dry_run_prints_the_requests_and_creates_nothing(exported, sm, capsys):
     (variant,) = plan["CreateEndpointConfig"]["ProductionVariants"]
     assert variant["InstanceType"] == "ml.m5.large" and variant["InitialInstanceCount"] == 1
     assert variant["ModelName"] == plan["CreateModel"]["ModelName"]
-    assert plan["CreateEndpoint"] == {"EndpointName": "bins",
-                                      "EndpointConfigName": plan["CreateEndpointConfig"]["EndpointConfigName"]}
+    assert plan["CreateEndpoint"] == {
+        "EndpointName": "bins",
+        "EndpointConfigName": plan["CreateEndpointConfig"]["EndpointConfigName"],
+    }
     assert "dry run" in printed.err
     assert sm.list_models()["Models"] == [] and sm.list_endpoints()["Endpoints"] == []
 
 
 def test_serverless_and_gpu_variants_are_config(exported, sm):
-    plan = deploy(compose(["endpoint=serverless", "endpoint.serverless_inference_config.MemorySizeInMB=6144",
-                           "dry_run=true", "artifact=s3://models/bincount/model.tar.gz"]))
+    plan = deploy(
+        compose(
+            [
+                "endpoint=serverless",
+                "endpoint.serverless_inference_config.MemorySizeInMB=6144",
+                "dry_run=true",
+                "artifact=s3://models/bincount/model.tar.gz",
+            ]
+        )
+    )
     (variant,) = plan["CreateEndpointConfig"]["ProductionVariants"]
     assert variant["ServerlessConfig"] == {"MemorySizeInMB": 6144, "MaxConcurrency": 5}
     assert "InstanceType" not in variant and "S3Upload" not in plan
@@ -61,8 +71,16 @@ def test_serverless_and_gpu_variants_are_config(exported, sm):
 
 
 def test_deploy_creates_what_the_dry_run_printed_and_delete_removes_it(exported, sm, tmp_path):
-    cfg = compose([f"artifact={exported}", f"role={ROLE}", "name=bins", "bucket=ml-artifacts", "backend=torch",
-                   "+tags.team=inventory"])
+    cfg = compose(
+        [
+            f"artifact={exported}",
+            f"role={ROLE}",
+            "name=bins",
+            "bucket=ml-artifacts",
+            "backend=torch",
+            "+tags.team=inventory",
+        ]
+    )
     plan = deploy(cfg)
     assert plan["EndpointStatus"] == "InService"
     endpoint = sm.describe_endpoint(EndpointName="bins")
@@ -91,7 +109,8 @@ def test_a_checkpoint_deploys_serverless_into_the_default_bucket(counter_ckpt, s
     assert main(["deploy", f"artifact={counter_ckpt}", f"role={ROLE}", "endpoint=serverless", "name=bins-sl"]) == 0
     assert json.loads(capsys.readouterr().out)["EndpointStatus"] == "InService"
     (variant,) = sm.describe_endpoint_config(
-        EndpointConfigName=sm.describe_endpoint(EndpointName="bins-sl")["EndpointConfigName"])["ProductionVariants"]
+        EndpointConfigName=sm.describe_endpoint(EndpointName="bins-sl")["EndpointConfigName"]
+    )["ProductionVariants"]
     assert variant["ServerlessConfig"]["MemorySizeInMB"] == 4096
     buckets = [b["Name"] for b in boto3.client("s3", region_name="us-east-1").list_buckets()["Buckets"]]
     assert buckets == ["sagemaker-us-east-1-123456789012"]

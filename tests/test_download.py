@@ -59,9 +59,14 @@ def temp_files(dest: Path) -> list[Path]:
 
 def bincount(*args: str) -> subprocess.Popen:
     """The `bincount` command in a process of its own."""
-    return subprocess.Popen([sys.executable, "-m", "bincount.cli", *args], cwd=PROJECT_ROOT,
-                            env={**os.environ, "BINCOUNT_NO_PROGRESS": "1"}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "bincount.cli", *args],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, "BINCOUNT_NO_PROGRESS": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def test_download_fetches_exact_files_and_a_rerun_fetches_only_what_differs(aws, abid, tmp_path):
@@ -74,8 +79,9 @@ def test_download_fetches_exact_files_and_a_rerun_fetches_only_what_differs(aws,
 
     first = download(dest, subset_ids(file_list), client=client, workers=4)
     assert (first.done, first.skipped, first.failed) == (24, 0, {})
-    assert first.bytes == sum((raw / k).stat().st_size for i in ids for k in (f"bin-images/{i}.jpg",
-                                                                              f"metadata/{i}.json"))
+    assert first.bytes == sum(
+        (raw / k).stat().st_size for i in ids for k in (f"bin-images/{i}.jpg", f"metadata/{i}.json")
+    )
     assert_same_files(dest, raw, ids)
     records, report = read_abid(dest)
     assert {r.id: r.count for r in records} == labels and report.total == 0
@@ -284,8 +290,18 @@ def test_first_run_downloads_into_the_default_folder_then_trains(aws, abid, tmp_
     file_list = write_file_list(tmp_path / "list.json", {i: labels[i] for i in ids})
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", aws)
     data = tmp_path / "data" / "abid"  # stands in for the default data folder, empty on a fresh machine
-    cfg = compose_cfg("train", TINY + [f"data.root={data}", f"data.download_to={data}", f"data.file_list={file_list}",
-                                       "trainer.max_epochs=1", "logger=csv"], tmp_path / "run")
+    cfg = compose_cfg(
+        "train",
+        TINY
+        + [
+            f"data.root={data}",
+            f"data.download_to={data}",
+            f"data.file_list={file_list}",
+            "trainer.max_epochs=1",
+            "logger=csv",
+        ],
+        tmp_path / "run",
+    )
     train(cfg)
     assert sorted(p.stem for p in (data / "bin-images").glob("*.jpg")) == sorted(ids)
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
@@ -294,5 +310,7 @@ def test_first_run_downloads_into_the_default_folder_then_trains(aws, abid, tmp_
 
 def test_first_run_without_network_says_how_to_get_the_data(tmp_path, monkeypatch):
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", f"http://127.0.0.1:{_closed_port()}")
-    with pytest.raises(BincountError, match=r"cannot be downloaded \(cannot reach the S3 endpoint .*\); point data.root"):
+    with pytest.raises(
+        BincountError, match=r"cannot be downloaded \(cannot reach the S3 endpoint .*\); point data.root"
+    ):
         ensure_dataset(tmp_path / "abid")

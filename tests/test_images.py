@@ -68,10 +68,12 @@ def test_transparency_palettes_cmyk_and_other_modes(photo, tmp_path):
     rgb = np.asarray(photo).astype(int)
     # RGBA: the left half fully transparent -> white; the right half opaque -> the photo
     alpha = np.zeros(rgb.shape[:2], np.uint8)
-    alpha[:, rgb.shape[1] // 2:] = 255
+    alpha[:, rgb.shape[1] // 2 :] = 255
     rgba = Image.fromarray(np.dstack([np.asarray(photo), alpha]), "RGBA")
     got = np.asarray(load_rgb(_save(rgba, tmp_path / "rgba.png"))).astype(int)
-    assert (got[:, : rgb.shape[1] // 2] == 255).all() and (got[:, rgb.shape[1] // 2:] == rgb[:, rgb.shape[1] // 2:]).all()
+    assert (got[:, : rgb.shape[1] // 2] == 255).all() and (
+        got[:, rgb.shape[1] // 2 :] == rgb[:, rgb.shape[1] // 2 :]
+    ).all()
     # LA at half opacity: gray over white
     gray = _gray(photo).astype(int)
     la = Image.fromarray(np.dstack([gray.astype(np.uint8), np.full(gray.shape, 128, np.uint8)]), "LA")
@@ -98,7 +100,9 @@ def test_images_without_a_faithful_rgb_are_refused_with_a_reason(photo, tmp_path
         "32-bit integer pixels": _save(Image.fromarray(gray.astype(np.int32) * 257), tmp_path / "i32.tif"),
         "floating-point pixels outside 0-1": _save(Image.fromarray(gray.astype(np.float32)), tmp_path / "f255.tif"),
         "unsupported image mode LAB": _save(photo.convert("LAB"), tmp_path / "lab.tif"),
-        f"image too small (under {MIN_IMAGE_SIDE} pixels": _save(photo.resize((MIN_IMAGE_SIDE - 1, 60)), tmp_path / "s.png"),
+        f"image too small (under {MIN_IMAGE_SIDE} pixels": _save(
+            photo.resize((MIN_IMAGE_SIDE - 1, 60)), tmp_path / "s.png"
+        ),
         "unreadable image": tmp_path / "half.png",
     }
     buf = io.BytesIO()
@@ -171,8 +175,12 @@ def test_training_predict_and_serve_see_the_same_pixels_and_refuse_the_same_imag
     for i, rec in enumerate(records):
         x, _ = ds[i]
         assert np.allclose(x.numpy(), transform(want[rec.id].convert("RGB")).numpy(), atol=1e-6), rec.id
-    reference = dict(zip(sorted(want.keys() - refused.keys()),
-                         predictor.predict([want[n].convert("RGB") for n in sorted(want.keys() - refused.keys())])))
+    reference = dict(
+        zip(
+            sorted(want.keys() - refused.keys()),
+            predictor.predict([want[n].convert("RGB") for n in sorted(want.keys() - refused.keys())]),
+        )
+    )
 
     # predict: the same probabilities; the refused images skipped with the same reasons, exit 1
     out = tmp_path / "p.csv"

@@ -21,8 +21,9 @@ def test_notebook_runs_top_to_bottom_and_shows_its_plots(abid, tmp_path, monkeyp
     monkeypatch.setenv("BINCOUNT_NOTEBOOK_PER_COUNT", "10")
     nb = nbformat.read(NOTEBOOK, as_version=4)
     # kernel python3: jupyter_client starts it with this interpreter (sys.executable, the project's .venv)
-    client = NotebookClient(nb, timeout=600, kernel_name="python3",
-                            resources={"metadata": {"path": str(NOTEBOOK.parent)}})
+    client = NotebookClient(
+        nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOK.parent)}}
+    )
     client.execute()  # raises CellExecutionError on the first failing cell
 
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
@@ -30,8 +31,9 @@ def test_notebook_runs_top_to_bottom_and_shows_its_plots(abid, tmp_path, monkeyp
     pngs = [o for o in outputs if "image/png" in o.get("data", {})]
     # eda (2), curves + confusion (2), debugger (>= 1), utilization + time per epoch (2)
     assert len(pngs) >= 7
-    text = "".join(o.get("text", "") for o in outputs) + "".join(o.get("data", {}).get("text/markdown", "")
-                                                               for o in outputs)
+    text = "".join(o.get("text", "") for o in outputs) + "".join(
+        o.get("data", {}).get("text/markdown", "") for o in outputs
+    )
     assert "bins per count: {1: 10, 2: 10, 3: 10, 4: 10, 5: 10}" in text
     assert "Recommended:" in text  # the cost report
     assert "x ml.c5.xlarge" in text  # the SageMaker request of the dry run

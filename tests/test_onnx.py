@@ -72,8 +72,13 @@ def test_the_sagemaker_tarball_runs_on_its_own_code(counter_ckpt, tmp_path, real
     with tarfile.open(out / "model.tar.gz") as tar:
         names = tar.getnames()
         tar.extractall(opt_ml_model, filter="data")
-    assert {"bincount.json", "model.safetensors", "code/inference.py", "code/requirements.txt",
-            "code/bincount/serve/handler.py"} <= set(names)
+    assert {
+        "bincount.json",
+        "model.safetensors",
+        "code/inference.py",
+        "code/requirements.txt",
+        "code/bincount/serve/handler.py",
+    } <= set(names)
     assert not any("__pycache__" in n for n in names)
     script = (
         "import os, sys, json; sys.path.insert(0, os.path.abspath('code'))\n"

@@ -67,7 +67,9 @@ def test_records_and_skips_match_the_jpeg_folder(raw_slice, packed_raw):
     got, got_report = read_packed(packed_raw, classes)
     assert [(r.id, r.count) for r in got] == sorted((r.id, r.count) for r in want)
     assert got_report.summary() == want_report.summary()
-    assert got_report.skipped["unreadable image (OSError)"] == [ids[4]]  # the truncated JPEG, at pack time  # the truncated JPEG, at pack time
+    assert got_report.skipped["unreadable image (OSError)"] == [
+        ids[4]
+    ]  # the truncated JPEG, at pack time  # the truncated JPEG, at pack time
 
 
 def test_packed_root_gives_the_same_split_and_manifest(small_abid, tmp_path):
@@ -129,8 +131,11 @@ def test_color_jitter_matches_torchvisions_adjustments(packed_raw):
     x = torch.from_numpy(np.load(packed_raw / IMAGES_NAME)[:4]).permute(0, 3, 1, 2).float() / 255
     factors, one = torch.tensor([0.8, 1.2, 1.0, 0.9]), torch.ones(4)
     weights = torch.tensor(_GRAY).view(1, 3, 1, 1)
-    for name, adjust in (("brightness", TF.adjust_brightness), ("contrast", TF.adjust_contrast),
-                         ("saturation", TF.adjust_saturation)):
+    for name, adjust in (
+        ("brightness", TF.adjust_brightness),
+        ("contrast", TF.adjust_contrast),
+        ("saturation", TF.adjust_saturation),
+    ):
         args = {k: factors if k == name else one for k in ("brightness", "contrast", "saturation")}
         got = color_jitter_(x.clone(), **args, gray_weights=weights, top=1.0)
         want = torch.stack([adjust(x[i], float(factors[i])) for i in range(4)])

@@ -43,14 +43,27 @@ def test_predict_an_abid_folder_and_a_file_to_csv(counter_ckpt, small_abid, dev2
         assert int(row["true_count"]) == truth[row["id"]]
     assert next(r for r in rows if r["id"] == extra.stem)["true_count"] == ""
     assert summary["accuracy"] == pytest.approx(
-        np.mean([int(r["predicted_count"]) == int(r["true_count"]) for r in rows if r["true_count"]]), abs=1e-4)
+        np.mean([int(r["predicted_count"]) == int(r["true_count"]) for r in rows if r["true_count"]]), abs=1e-4
+    )
 
 
 def test_json_output_and_the_onnx_backend_agree_with_csv_and_torch(counter_ckpt, small_abid, tmp_path):
     pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
     main(["predict", str(counter_ckpt), str(small_abid), "--out", str(tmp_path / "t.csv"), "--quiet"])
-    main(["predict", str(counter_ckpt), str(small_abid), "--out", str(tmp_path / "o.json"), "--quiet",
-          "--backend", "onnx", "--batch-size", "7"])
+    main(
+        [
+            "predict",
+            str(counter_ckpt),
+            str(small_abid),
+            "--out",
+            str(tmp_path / "o.json"),
+            "--quiet",
+            "--backend",
+            "onnx",
+            "--batch-size",
+            "7",
+        ]
+    )
     torch_rows, onnx_rows = read_predictions(tmp_path / "t.csv"), read_predictions(tmp_path / "o.json")
     assert [r.id for r in torch_rows] == [r.id for r in onnx_rows]
     assert [r.count for r in torch_rows] == [r.count for r in onnx_rows]
@@ -138,7 +151,9 @@ def test_links_loops_and_other_files_are_all_accounted_for(counter_ckpt, dev224,
     assert main(["predict", str(counter_ckpt), str(folder), "--out", str(out), "--quiet"]) == 1
     assert sorted(r["id"] for r in read_csv(out)) == ["a", "b"]
     err = capsys.readouterr().err
-    skipped = dict(line.removeprefix("skipped ").split(": ", 1) for line in err.splitlines() if line.startswith("skipped "))
+    skipped = dict(
+        line.removeprefix("skipped ").split(": ", 1) for line in err.splitlines() if line.startswith("skipped ")
+    )
     assert "Too many levels of symbolic links" in skipped[str(folder / "loop.jpg")]
     assert "No such file" in skipped[str(folder / "dangling.jpg")]
     searched_twice = {p for p, why in skipped.items() if "already searched" in why}

@@ -50,8 +50,9 @@ def test_prepare_writes_resized_split_folders_that_read_back_as_the_same_records
     assert {(r.id, r.count, r.skus) for r in prepared} == {(r.id, r.count, r.skus) for r in source}
     # the manifest is the split training would draw itself from the originals with the same seed
     splits = split_records(source, seed=42)
-    assert sorted(read_manifest(out / MANIFEST_NAME)) == sorted((r.id, r.count, s) for s, rs in splits.items()
-                                                                for r in rs)
+    assert sorted(read_manifest(out / MANIFEST_NAME)) == sorted(
+        (r.id, r.count, s) for s, rs in splits.items() for r in rs
+    )
     assert json.loads((out / REPORT_NAME).read_text())["images_per_s"] > 0
 
 
@@ -112,8 +113,11 @@ def test_training_runs_on_the_prepared_folder_with_its_manifest(originals, tmp_p
     assert main(["prepare", str(originals), str(out), "--size", "32", "--classes", "1..5", "--workers", "2"]) == 0
     assert f"data.manifest={out / MANIFEST_NAME}" in capsys.readouterr().out
     run = tmp_path / "run"
-    cfg = compose_cfg("train", TINY + [f"data.root={out}", f"data.manifest={out / MANIFEST_NAME}",
-                                       "trainer.max_epochs=1", "logger=csv"], run)
+    cfg = compose_cfg(
+        "train",
+        TINY + [f"data.root={out}", f"data.manifest={out / MANIFEST_NAME}", "trainer.max_epochs=1", "logger=csv"],
+        run,
+    )
     train(cfg)
     assert (run / MANIFEST_NAME).read_text() == (out / MANIFEST_NAME).read_text()
     assert json.loads((run / "metrics.json").read_text())["test/images"] == 5

@@ -13,7 +13,6 @@ import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 
-from bincount.data.dataset import load_rgb
 from bincount.data.gpu_augment import eval_batch_transform, geometry
 from bincount.data.images import load_rgb
 from bincount.data.packed import RowsDataset
@@ -45,8 +44,19 @@ EMA = ["+callbacks.ema._target_=bincount.callbacks.ema.EMA", "+callbacks.ema.dec
 def calibrated_run(small_abid, tmp_path_factory):
     """A real short run on real images with the in-memory path, an EMA and dihedral test-time views."""
     out = tmp_path_factory.mktemp("calibrated")
-    cfg = compose_cfg("train", TINY + [f"data.root={small_abid}", "trainer.max_epochs=3", "data.in_memory=true",
-                                       "model.tta=dihedral", "model.label_smoothing=0.0", *EMA], out)
+    cfg = compose_cfg(
+        "train",
+        TINY
+        + [
+            f"data.root={small_abid}",
+            "trainer.max_epochs=3",
+            "data.in_memory=true",
+            "model.tta=dihedral",
+            "model.label_smoothing=0.0",
+            *EMA,
+        ],
+        out,
+    )
     train(cfg)
     return out, json.loads((out / "metrics.json").read_text())
 
@@ -82,8 +92,10 @@ def test_the_temperature_undoes_overconfidence_on_real_logits(calibrated_run, sm
     out, _ = calibrated_run
     predictor = load_predictor(out / "checkpoints/best.ckpt")
     images = sorted((small_abid / "bin-images").glob("*.jpg"))
-    counts = {p.stem: json.loads((small_abid / "metadata" / f"{p.stem}.json").read_text())["EXPECTED_QUANTITY"]
-              for p in images}
+    counts = {
+        p.stem: json.loads((small_abid / "metadata" / f"{p.stem}.json").read_text())["EXPECTED_QUANTITY"]
+        for p in images
+    }
     logits = torch.from_numpy(predictor.logits([predictor.decode(p) for p in images]) * predictor.temperature)
     labels = torch.tensor([predictor.classes.index(counts[p.stem]) for p in images])
     base = fit_temperature(logits, labels)
@@ -96,8 +108,11 @@ def test_the_temperature_undoes_overconfidence_on_real_logits(calibrated_run, sm
 
 def test_ema_weights_are_validated_checkpointed_and_tested(small_abid, tmp_path):
     """Lightning's EMA callback would restore the raw weights when test() loads the best checkpoint."""
-    cfg = compose_cfg("train", TINY + [f"data.root={small_abid}", "trainer.max_epochs=2", "calibrate=false",
-                                       "test=false", *EMA], tmp_path)
+    cfg = compose_cfg(
+        "train",
+        TINY + [f"data.root={small_abid}", "trainer.max_epochs=2", "calibrate=false", "test=false", *EMA],
+        tmp_path,
+    )
     dm, model = instantiate(cfg.data), instantiate(cfg.model)
     callbacks = [instantiate(c) for name, c in cfg.callbacks.items() if c and "_target_" in c and name != "lr_monitor"]
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=False)
@@ -112,8 +127,7 @@ def test_ema_weights_are_validated_checkpointed_and_tested(small_abid, tmp_path)
 
 
 def test_in_memory_rows_are_the_jpeg_paths_images(small_abid, tmp_path):
-    dm = instantiate(compose_cfg("train", TINY + [f"data.root={small_abid}", "data.in_memory=true"],
-                                 tmp_path).data)
+    dm = instantiate(compose_cfg("train", TINY + [f"data.root={small_abid}", "data.in_memory=true"], tmp_path).data)
     dm.setup("fit")
     ds = dm.dataset("test")
     assert isinstance(ds, RowsDataset) and len(ds) == 20
@@ -201,8 +215,12 @@ def test_auto_verified_records_hold_the_target_precision_on_corrupted_records():
     s = summarize(decisions, threshold, {})
     assert s["labelled"]["match_accuracy"] >= 0.94  # the target, up to the test set's own sampling error
     wrong_verified = sum(d.decision == MATCH and d.true_count != d.expected_count for d in decisions)
-    assert s["auto_verified"] > 300 and s["labelled"]["wrong_records_caught"] == pytest.approx(
-        1 - wrong_verified / s["labelled"]["wrong_records"], abs=1e-4) and wrong_verified < 0.06 * s["auto_verified"]
+    assert (
+        s["auto_verified"] > 300
+        and s["labelled"]["wrong_records_caught"]
+        == pytest.approx(1 - wrong_verified / s["labelled"]["wrong_records"], abs=1e-4)
+        and wrong_verified < 0.06 * s["auto_verified"]
+    )
     assert sum(s["reasons"].values()) == len(decisions) == 3000
 
 
@@ -210,10 +228,24 @@ def test_auto_verified_records_hold_the_target_precision_on_corrupted_records():
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_recipe_runs_a_real_training_step(experiment, small_abid, tmp_path):
     """Each recipe as configured (its model, data path, callbacks), shrunk to a few images and one step."""
-    cfg = compose_cfg("train", [f"experiment={experiment}", f"data.root={small_abid}", "model.pretrained=false",
-                                "data.image_size=32", "data.batch_size=8", "data.num_workers=0",
-                                "trainer.accelerator=cpu", "trainer.devices=1", "trainer.precision=32-true",
-                                "model.compile=false", "debug=fdr", "callbacks.rich_progress_bar=null"], tmp_path)
+    cfg = compose_cfg(
+        "train",
+        [
+            f"experiment={experiment}",
+            f"data.root={small_abid}",
+            "model.pretrained=false",
+            "data.image_size=32",
+            "data.batch_size=8",
+            "data.num_workers=0",
+            "trainer.accelerator=cpu",
+            "trainer.devices=1",
+            "trainer.precision=32-true",
+            "model.compile=false",
+            "debug=fdr",
+            "callbacks.rich_progress_bar=null",
+        ],
+        tmp_path,
+    )
     train(cfg)
     m = json.loads((tmp_path / "metrics.json").read_text())
     assert m["test/images"] == 8 and math.isfinite(m["test/ece"])
@@ -221,9 +253,27 @@ def test_every_recipe_runs_a_real_training_step(experiment, small_abid, tmp_path
 
 def test_quality_benchmark_runs_in_smoke_mode(abid, tmp_path):
     out = tmp_path / "quality.json"
-    proc = subprocess.run([sys.executable, "-m", "benchmarks", "quality", "--smoke", "--seeds", "1,2", "--runs",
-                           str(tmp_path / "runs"), "--json", str(out), "--data", str(abid / "dev-224")],
-                          cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "quality",
+            "--smoke",
+            "--seeds",
+            "1,2",
+            "--runs",
+            str(tmp_path / "runs"),
+            "--json",
+            str(out),
+            "--data",
+            str(abid / "dev-224"),
+        ],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
     runs = result["recipes"]["quickstart"]["runs"]

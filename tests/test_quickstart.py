@@ -11,8 +11,12 @@ from bincount.paths import PROJECT_ROOT
 
 @pytest.mark.slow
 def test_quickstart_recipe_learns(dev224, tmp_path):
-    r = subprocess.run([sys.executable, "train.py", "experiment=quickstart", f"data.root={dev224}",
-                        f"hydra.run.dir={tmp_path}"], cwd=PROJECT_ROOT, capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "train.py", "experiment=quickstart", f"data.root={dev224}", f"hydra.run.dir={tmp_path}"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     m = json.loads((tmp_path / "metrics.json").read_text())
     assert m["test/images"] == m["data"]["images"]["test"] > 500

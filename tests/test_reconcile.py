@@ -29,11 +29,14 @@ from bincount.inventory import (
 from bincount.predict import read_predictions
 
 
-@pytest.mark.parametrize("target, threshold, precision, coverage", [
-    (0.75, 0.6, 0.75, 1.0),   # all four kept: 3 of 4 right
-    (0.9, 0.8, 1.0, 0.5),     # the 0.7 miss must go
-    (0.5, 0.6, 0.75, 1.0),
-])
+@pytest.mark.parametrize(
+    "target, threshold, precision, coverage",
+    [
+        (0.75, 0.6, 0.75, 1.0),  # all four kept: 3 of 4 right
+        (0.9, 0.8, 1.0, 0.5),  # the 0.7 miss must go
+        (0.5, 0.6, 0.75, 1.0),
+    ],
+)
 def test_threshold_is_the_smallest_that_meets_the_target(target, threshold, precision, coverage):
     t = choose_threshold(np.array([0.9, 0.8, 0.7, 0.6]), np.array([1, 1, 0, 1]), target)
     assert (t.threshold, t.precision, t.coverage) == (threshold, precision, coverage)
@@ -110,8 +113,23 @@ def test_reconcile_flags_wrong_records_on_real_metadata(predictions, small_abid,
             w.writerow([i, count + (1 if i in wrong else 0), "|".join(s.name for s in skus)])
     threshold = float(np.median([p.confidence for p in test_preds]))
     out, summary_path = tmp_path / "decisions.csv", tmp_path / "summary.json"
-    assert main(["reconcile", str(predictions[0]), "--expected", str(table), "--threshold", str(threshold),
-                 "--out", str(out), "--summary", str(summary_path)]) == 0
+    assert (
+        main(
+            [
+                "reconcile",
+                str(predictions[0]),
+                "--expected",
+                str(table),
+                "--threshold",
+                str(threshold),
+                "--out",
+                str(out),
+                "--summary",
+                str(summary_path),
+            ]
+        )
+        == 0
+    )
     assert "bins to check" in capsys.readouterr().out
     with out.open(newline="") as f:
         rows = list(csv.DictReader(f))
@@ -134,7 +152,8 @@ def test_reconcile_flags_wrong_records_on_real_metadata(predictions, small_abid,
     matches = [r for r in rows if r["decision"] == MATCH]
     if matches:
         assert lab["match_accuracy"] == pytest.approx(
-            np.mean([r["true_count"] == r["expected_count"] for r in matches]), abs=1e-4)
+            np.mean([r["true_count"] == r["expected_count"] for r in matches]), abs=1e-4
+        )
     sent = sum(r["decision"] != MATCH for r in rows if r["true_count"] != r["expected_count"])
     assert lab["wrong_records_sent_to_a_person"] == sent
 
@@ -152,8 +171,23 @@ def test_reconcile_with_metadata_folder_and_calibration(predictions, small_abid,
     if confident:  # records are the truth here: a confident decision is right exactly when the count is
         assert s["labelled"]["confident_decision_accuracy"] == s["labelled"]["count_accuracy_confident"]
     assert s["labelled"]["wrong_records"] == 0
-    assert main(["reconcile", str(predictions[0]), "--expected", str(small_abid), "--calibration",
-                 str(predictions[1]), "--target-precision", "0.3", "--out", str(tmp_path / "d.csv")]) == 0
+    assert (
+        main(
+            [
+                "reconcile",
+                str(predictions[0]),
+                "--expected",
+                str(small_abid),
+                "--calibration",
+                str(predictions[1]),
+                "--target-precision",
+                "0.3",
+                "--out",
+                str(tmp_path / "d.csv"),
+            ]
+        )
+        == 0
+    )
 
 
 def test_reconcile_without_a_threshold_is_one_clear_error(predictions, small_abid, capsys):
@@ -182,26 +216,57 @@ def _inventory(small_abid, ids, path, encoding="utf-8", extra_rows=(), skip=()):
 def test_a_spreadsheet_csv_with_a_byte_order_mark_and_its_own_header_spelling(predictions, small_abid, tmp_path):
     ids = sorted(p.id for p in read_predictions(predictions[0]))
     table = _inventory(small_abid, ids, tmp_path / "excel.csv", encoding="utf-8-sig")
-    table.write_text(table.read_text(encoding="utf-8-sig").replace("bin_id,expected_count", "Bin_ID ,Expected_Count"),
-                     encoding="utf-8-sig")
+    table.write_text(
+        table.read_text(encoding="utf-8-sig").replace("bin_id,expected_count", "Bin_ID ,Expected_Count"),
+        encoding="utf-8-sig",
+    )
     assert table.read_bytes()[:3] == b"\xef\xbb\xbf"
     out = tmp_path / "d.csv"
-    assert main(["reconcile", str(predictions[0]), "--expected", str(table), "--threshold", "0.5",
-                 "--out", str(out)]) == 0
+    assert (
+        main(["reconcile", str(predictions[0]), "--expected", str(table), "--threshold", "0.5", "--out", str(out)]) == 0
+    )
     assert sorted(r["bin_id"] for r in _decisions(out)) == ids
 
 
-def test_bad_expected_rows_are_named_undecided_and_make_the_result_incomplete(predictions, small_abid, tmp_path,
-                                                                              capsys):
+def test_bad_expected_rows_are_named_undecided_and_make_the_result_incomplete(
+    predictions, small_abid, tmp_path, capsys
+):
     ids = sorted(p.id for p in read_predictions(predictions[0]))
     conflicting, repeated, fractional, negative, blank, spelled = ids[:6]
-    table = _inventory(small_abid, ids, tmp_path / "inv.csv", skip={fractional, negative, blank, spelled, ids[6]},
-                       extra_rows=[f"{conflicting},9,", f"{repeated},{_count(small_abid, repeated)},",
-                                   f"{fractional},2.5,", f"{negative},-1,", f"{blank},,", f"{spelled},three,",
-                                   f"{ids[6]} ,{_count(small_abid, ids[6])}.0,", "NOPHOTO,x,"])
+    table = _inventory(
+        small_abid,
+        ids,
+        tmp_path / "inv.csv",
+        skip={fractional, negative, blank, spelled, ids[6]},
+        extra_rows=[
+            f"{conflicting},9,",
+            f"{repeated},{_count(small_abid, repeated)},",
+            f"{fractional},2.5,",
+            f"{negative},-1,",
+            f"{blank},,",
+            f"{spelled},three,",
+            f"{ids[6]} ,{_count(small_abid, ids[6])}.0,",
+            "NOPHOTO,x,",
+        ],
+    )
     out, summary = tmp_path / "d.csv", tmp_path / "s.json"
-    assert main(["reconcile", str(predictions[0]), "--expected", str(table), "--threshold", "0.5",
-                 "--out", str(out), "--summary", str(summary)]) == 1
+    assert (
+        main(
+            [
+                "reconcile",
+                str(predictions[0]),
+                "--expected",
+                str(table),
+                "--threshold",
+                "0.5",
+                "--out",
+                str(out),
+                "--summary",
+                str(summary),
+            ]
+        )
+        == 1
+    )
     rows = {r["bin_id"]: r for r in _decisions(out)}
     assert sorted(rows) == ids  # every photographed bin once, decided or not
     undecided = {i for i, r in rows.items() if r["decision"] == NOT_DECIDED}
@@ -210,8 +275,10 @@ def test_bad_expected_rows_are_named_undecided_and_make_the_result_incomplete(pr
     assert rows[repeated]["decision"] != NOT_DECIDED and rows[ids[6]]["decision"] != NOT_DECIDED  # "3.0", " id"
     s = json.loads(summary.read_text())
     assert s["complete"] is False and s[NOT_DECIDED] == 5 and s["bins"] == 20
-    assert s["input_problems"]["errors"] == {INVALID_COUNT: sorted([fractional, negative, blank, spelled, "NOPHOTO"]),
-                                             CONFLICTING_EXPECTED: [conflicting]}
+    assert s["input_problems"]["errors"] == {
+        INVALID_COUNT: sorted([fractional, negative, blank, spelled, "NOPHOTO"]),
+        CONFLICTING_EXPECTED: [conflicting],
+    }
     assert s["input_problems"]["notes"] == {DUPLICATE_EXPECTED: [repeated]}
     err = capsys.readouterr().err
     assert f"error: {CONFLICTING_EXPECTED}: 1 bin(s): {conflicting}" in err and "error: incomplete" in err
@@ -227,8 +294,9 @@ def test_duplicate_predictions_are_decided_once_and_conflicting_ones_not_at_all(
     doubled = tmp_path / "doubled.csv"
     doubled.write_text("\n".join([header, *lines, *lines]) + "\n")  # every photo listed twice: 40 rows, 20 bins
     out = tmp_path / "d.csv"
-    assert main(["reconcile", str(doubled), "--expected", str(small_abid), "--threshold", "0.5",
-                 "--out", str(out)]) == 0
+    assert (
+        main(["reconcile", str(doubled), "--expected", str(small_abid), "--threshold", "0.5", "--out", str(out)]) == 0
+    )
     assert len(_decisions(out)) == 20 and len({r["bin_id"] for r in _decisions(out)}) == 20
     # a second photo of one bin counted differently: that bin is not decided
     first = read_predictions(predictions[0])[0]
@@ -237,18 +305,34 @@ def test_duplicate_predictions_are_decided_once_and_conflicting_ones_not_at_all(
     row[2] = str(other)  # predicted_count
     clash = tmp_path / "clash.csv"
     clash.write_text("\n".join([header, *lines, ",".join(row)]) + "\n")
-    assert main(["reconcile", str(clash), "--expected", str(small_abid), "--threshold", "0.5",
-                 "--out", str(out)]) == 1
+    assert main(["reconcile", str(clash), "--expected", str(small_abid), "--threshold", "0.5", "--out", str(out)]) == 1
     rows = {r["bin_id"]: r for r in _decisions(out)}
     assert len(rows) == 20 and rows[first.id]["decision"] == NOT_DECIDED
     assert rows[first.id]["problem"] == CONFLICTING_PREDICTIONS
 
 
 def test_empty_predictions_are_an_error_not_an_empty_success(small_abid, tmp_path, capsys):
-    for name, text in (("empty.csv", ""), ("header.csv", "id,image,predicted_count,confidence\n"), ("empty.json", "[]")):
+    for name, text in (
+        ("empty.csv", ""),
+        ("header.csv", "id,image,predicted_count,confidence\n"),
+        ("empty.json", "[]"),
+    ):
         (tmp_path / name).write_text(text)
-        assert main(["reconcile", str(tmp_path / name), "--expected", str(small_abid), "--threshold", "0.5",
-                     "--out", str(tmp_path / "d.csv")]) == 2
+        assert (
+            main(
+                [
+                    "reconcile",
+                    str(tmp_path / name),
+                    "--expected",
+                    str(small_abid),
+                    "--threshold",
+                    "0.5",
+                    "--out",
+                    str(tmp_path / "d.csv"),
+                ]
+            )
+            == 2
+        )
         assert "holds no predictions" in capsys.readouterr().err
 
 

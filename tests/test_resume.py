@@ -86,8 +86,9 @@ def test_the_resume_command_goes_on_in_the_run_folder(dev224, tmp_path):
     options = RUN_OPTIONS + [f"data.root={folder}", f"paths.log_dir={logs}"]
 
     def python_train(*args):
-        r = subprocess.run([sys.executable, "train.py", *options, *args], cwd=PROJECT_ROOT, capture_output=True,
-                           text=True, timeout=600)
+        r = subprocess.run(
+            [sys.executable, "train.py", *options, *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600
+        )
         assert r.returncode == 0, r.stderr[-3000:]
 
     python_train("trainer.max_epochs=1", f"hydra.run.dir={run}", "test=false")
@@ -124,8 +125,9 @@ def test_a_resume_never_takes_a_new_split(dev224, tmp_path):
     reshuffled = tmp_path / "reshuffled.csv"
     rows = read_manifest(run / "split_manifest.csv")
     moved = next(i for i, _, s in rows if s == "val")
-    reshuffled.write_text("id,label,split\n" + "".join(
-        f"{i},{label},{'train' if i == moved else s}\n" for i, label, s in rows))
+    reshuffled.write_text(
+        "id,label,split\n" + "".join(f"{i},{label},{'train' if i == moved else s}\n" for i, label, s in rows)
+    )
     bad = compose_cfg("train", RUN_OPTIONS + [f"data.root={folder}", f"data.manifest={reshuffled}"], tmp_path / "o2")
     with pytest.raises(BincountError, match=f"data.manifest: 1 bins are in another split.*{moved}: val -> train"):
         resume_split(bad, last)

@@ -45,17 +45,36 @@ def free_port() -> int:
 
 def host_env(tmp: Path, host: str, channel: Path, port: int, hosts: list[str] = HOSTS) -> dict[str, str]:
     root = tmp / host
-    return {**os.environ, "SM_HOSTS": json.dumps(hosts), "SM_CURRENT_HOST": host, "SM_NUM_GPUS": "0",
-            "SM_CHANNEL_TRAIN": str(channel), "SM_MODEL_DIR": str(root / "model"),
-            "SM_OUTPUT_DATA_DIR": str(root / "output"), "BINCOUNT_CHECKPOINT_DIR": str(root / "checkpoints"),
-            "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "BINCOUNT_NO_PROGRESS": "1",
-            "OMP_NUM_THREADS": "1"}
+    return {
+        **os.environ,
+        "SM_HOSTS": json.dumps(hosts),
+        "SM_CURRENT_HOST": host,
+        "SM_NUM_GPUS": "0",
+        "SM_CHANNEL_TRAIN": str(channel),
+        "SM_MODEL_DIR": str(root / "model"),
+        "SM_OUTPUT_DATA_DIR": str(root / "output"),
+        "BINCOUNT_CHECKPOINT_DIR": str(root / "checkpoints"),
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(port),
+        "BINCOUNT_NO_PROGRESS": "1",
+        "OMP_NUM_THREADS": "1",
+    }
 
 
 def test_hyperparameters_round_trip_to_the_same_overrides():
-    overrides = ["experiment=resnet50", "model.optimizer.lr=0.0003", "data.classes=[0,1,2,3,4,5]",
-                 "+trainer.gradient_clip_val=1.0", "~callbacks.lr_monitor", "seed=7", "s=1",
-                 "data.root=/home/me/abid", "launcher=sagemaker", "launcher.dry_run=true", "hydra.run.dir=x"]
+    overrides = [
+        "experiment=resnet50",
+        "model.optimizer.lr=0.0003",
+        "data.classes=[0,1,2,3,4,5]",
+        "+trainer.gradient_clip_val=1.0",
+        "~callbacks.lr_monitor",
+        "seed=7",
+        "s=1",
+        "data.root=/home/me/abid",
+        "launcher=sagemaker",
+        "launcher.dry_run=true",
+        "hydra.run.dir=x",
+    ]
     hp = job_hyperparameters(overrides)
     # machine-specific overrides stay home; the rest comes back unchanged, in the toolkit's order
     assert sorted(overrides_from_args(toolkit_args(hp))) == sorted(overrides[:7])
@@ -89,10 +108,17 @@ def run_job(tmp: Path, hosts: list[str], channel: Path, overrides: list[str], co
     """One process per host, as SageMaker starts them, with the toolkit's arguments; their output."""
     args = toolkit_args(job_hyperparameters(overrides))
     port = free_port()
-    procs = {host: subprocess.Popen([sys.executable, str(code / ENTRY_POINT), *args],
-                                    env=host_env(tmp, host, channel, port, hosts), cwd=code,
-                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for host in hosts}
+    procs = {
+        host: subprocess.Popen(
+            [sys.executable, str(code / ENTRY_POINT), *args],
+            env=host_env(tmp, host, channel, port, hosts),
+            cwd=code,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for host in hosts
+    }
     logs = {}
     try:
         for host, p in procs.items():
@@ -159,8 +185,11 @@ def test_a_restarted_job_resumes_from_the_last_checkpoint(ddp_job, source_dir, t
     assert f"ckpt_path={last}" in logs["algo-1"] and "Restoring states from the checkpoint" in logs["algo-1"]
     history = json.loads((tmp_path / "algo-1" / "model" / "history.json").read_text())
     assert [h["epoch"] for h in history] == [0, 1]  # epoch 0, done before the interruption, from the checkpoint
-    steps = [json.loads(x)["step"] for x in (tmp_path / "algo-1" / "model" / "debugger" / "losses.jsonl")
-             .read_text().splitlines() if json.loads(x)["mode"] == "train"]
+    steps = [
+        json.loads(x)["step"]
+        for x in (tmp_path / "algo-1" / "model" / "debugger" / "losses.jsonl").read_text().splitlines()
+        if json.loads(x)["mode"] == "train"
+    ]
     interrupted = torch.load(job / "algo-1" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert interrupted["epoch"] == 0 and interrupted["global_step"] > 0
     # the first part's debugger records (its folder is still on this machine) come along: every step once

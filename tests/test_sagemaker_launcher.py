@@ -44,12 +44,30 @@ def validate_create_training_job(request: dict) -> None:
 
 def test_dry_run_prints_a_valid_request_without_credentials(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SAGEMAKER_"))}
-    env.update({"AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"), "AWS_CONFIG_FILE": str(tmp_path / "none"),
-                "AWS_EC2_METADATA_DISABLED": "true"})
+    env.update(
+        {
+            "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+            "AWS_CONFIG_FILE": str(tmp_path / "none"),
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+    )
     run = tmp_path / "run"
-    out = subprocess.run([sys.executable, "train.py", "experiment=resnet50", "launcher=sagemaker",
-                          "launcher.dry_run=true", "model.optimizer.lr=0.0003", f"hydra.run.dir={run}"],
-                         cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "train.py",
+            "experiment=resnet50",
+            "launcher=sagemaker",
+            "launcher.dry_run=true",
+            "model.optimizer.lr=0.0003",
+            f"hydra.run.dir={run}",
+        ],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     request = json.loads((run / "sagemaker_request.json").read_text())
     assert json.dumps(request, indent=2) in out.stdout
@@ -61,15 +79,26 @@ def test_dry_run_prints_a_valid_request_without_credentials(tmp_path):
     assert request["ResourceConfig"]["InstanceCount"] == 2
     assert request["ResourceConfig"]["InstanceType"] == "ml.c5.xlarge"
     assert "pytorch-training:2.5.1-cpu-py311" in request["AlgorithmSpecification"]["TrainingImage"]
-    assert {k: json.loads(v) for k, v in request["HyperParameters"].items() if not k.startswith("sagemaker_")} == \
-        {"experiment": "resnet50", "model.optimizer.lr": "0.0003"}
+    assert {k: json.loads(v) for k, v in request["HyperParameters"].items() if not k.startswith("sagemaker_")} == {
+        "experiment": "resnet50",
+        "model.optimizer.lr": "0.0003",
+    }
     assert (run / "sourcedir.tar.gz").is_file()
 
 
 def test_hyperparameters_keep_only_the_training_overrides():
-    assert job_hyperparameters(["experiment=resnet50", "launcher=sagemaker", "launcher.job.wait=false",
-                                "hydra.run.dir=/x", "data.root=/local", "paths.log_dir=/y", "trainer.devices=4",
-                                "data.batch_size=32"]) == {"experiment": "resnet50", "data.batch_size": "32"}
+    assert job_hyperparameters(
+        [
+            "experiment=resnet50",
+            "launcher=sagemaker",
+            "launcher.job.wait=false",
+            "hydra.run.dir=/x",
+            "data.root=/local",
+            "paths.log_dir=/y",
+            "trainer.devices=4",
+            "data.batch_size=32",
+        ]
+    ) == {"experiment": "resnet50", "data.batch_size": "32"}
 
 
 def _model_tarball(files: dict[str, bytes]) -> bytes:
@@ -106,6 +135,7 @@ def received(aws: str, target: str) -> list[dict]:
             body = entry["body"]
             if entry["body_encoded"]:
                 import base64
+
                 body = base64.b64decode(body).decode()
             calls.append(json.loads(body))
     return calls
@@ -115,18 +145,35 @@ def test_submits_follows_and_fetches_through_the_sdk(aws_env, tmp_path, capsys):
     s3 = boto3.client("s3")
     s3.create_bucket(Bucket=BUCKET)
     # what the job will have produced: its model.tar.gz (as moto reports it) and its log stream
-    s3.put_object(Bucket=BUCKET, Key=f"bincount/output/{JOB}/output/model.tar.gz",
-                  Body=_model_tarball({"metrics.json": json.dumps({"best_val": {"val/acc": 0.625}}).encode(),
-                                       "checkpoints/best.ckpt": b"weights"}))
+    s3.put_object(
+        Bucket=BUCKET,
+        Key=f"bincount/output/{JOB}/output/model.tar.gz",
+        Body=_model_tarball(
+            {"metrics.json": json.dumps({"best_val": {"val/acc": 0.625}}).encode(), "checkpoints/best.ckpt": b"weights"}
+        ),
+    )
     logs = boto3.client("logs")
     logs.create_log_group(logGroupName="/aws/sagemaker/TrainingJobs")
     logs.create_log_stream(logGroupName="/aws/sagemaker/TrainingJobs", logStreamName=f"{JOB}/algo-1-1700000000")
-    logs.put_log_events(logGroupName="/aws/sagemaker/TrainingJobs", logStreamName=f"{JOB}/algo-1-1700000000",
-                        logEvents=[{"timestamp": int(time.time() * 1000), "message": "bincount: host algo-1 = node 0 of 2"}])
+    logs.put_log_events(
+        logGroupName="/aws/sagemaker/TrainingJobs",
+        logStreamName=f"{JOB}/algo-1-1700000000",
+        logEvents=[{"timestamp": int(time.time() * 1000), "message": "bincount: host algo-1 = node 0 of 2"}],
+    )
 
     run = tmp_path / "run"
-    cfg = compose_cfg("train", ["experiment=resnet50", "model.optimizer.lr=0.0003", "launcher=sagemaker",
-                                f"launcher.aws.role={ROLE}", f"launcher.aws.bucket={BUCKET}", f"launcher.job.name={JOB}"], run)
+    cfg = compose_cfg(
+        "train",
+        [
+            "experiment=resnet50",
+            "model.optimizer.lr=0.0003",
+            "launcher=sagemaker",
+            f"launcher.aws.role={ROLE}",
+            f"launcher.aws.bucket={BUCKET}",
+            f"launcher.job.name={JOB}",
+        ],
+        run,
+    )
     score = instantiate(cfg.launcher).launch(cfg)
 
     sm = boto3.client("sagemaker")
@@ -136,16 +183,29 @@ def test_submits_follows_and_fetches_through_the_sdk(aws_env, tmp_path, capsys):
     hp = {k: json.loads(v) for k, v in job["HyperParameters"].items()}
     assert hp["experiment"] == "resnet50" and hp["model.optimizer.lr"] == "0.0003"
     assert hp["sagemaker_program"] == "sagemaker_train.py"
-    assert [(c["ChannelName"], c["DataSource"]["S3DataSource"]["S3Uri"]) for c in job["InputDataConfig"]] == \
-        [("train", f"s3://{BUCKET}/bincount/data/abid")]
-    assert job["EnableManagedSpotTraining"] and job["StoppingCondition"]["MaxWaitTimeInSeconds"] >= \
-        job["StoppingCondition"]["MaxRuntimeInSeconds"]
+    assert [(c["ChannelName"], c["DataSource"]["S3DataSource"]["S3Uri"]) for c in job["InputDataConfig"]] == [
+        ("train", f"s3://{BUCKET}/bincount/data/abid")
+    ]
+    assert (
+        job["EnableManagedSpotTraining"]
+        and job["StoppingCondition"]["MaxWaitTimeInSeconds"] >= job["StoppingCondition"]["MaxRuntimeInSeconds"]
+    )
     assert job["CheckpointConfig"]["S3Uri"] == f"s3://{BUCKET}/bincount/checkpoints/{JOB}"
     hook = job["DebugHookConfig"]
     assert hook["HookParameters"] == {"save_interval": "100"}
-    assert {c["CollectionName"] for c in hook["CollectionConfigurations"]} >= {"weights", "biases", "gradients", "losses"}
+    assert {c["CollectionName"] for c in hook["CollectionConfigurations"]} >= {
+        "weights",
+        "biases",
+        "gradients",
+        "losses",
+    }
     assert {r["RuleConfigurationName"] for r in job["DebugRuleConfigurations"]} == {
-        "VanishingGradient", "Overfit", "Overtraining", "PoorWeightInitialization", "LossNotDecreasing"}
+        "VanishingGradient",
+        "Overfit",
+        "Overtraining",
+        "PoorWeightInitialization",
+        "LossNotDecreasing",
+    }
 
     # the profiler settings are not in moto's DescribeTrainingJob: read them from the request it received
     (request,) = received(aws_env, "CreateTrainingJob")
@@ -158,8 +218,13 @@ def test_submits_follows_and_fetches_through_the_sdk(aws_env, tmp_path, capsys):
     bucket, key = hp["sagemaker_submit_directory"].removeprefix("s3://").split("/", 1)
     with tarfile.open(fileobj=io.BytesIO(s3.get_object(Bucket=bucket, Key=key)["Body"].read())) as tar:
         names = set(tar.getnames())
-        assert {"sagemaker_train.py", "requirements.txt", "bincount/conf/launcher/sagemaker.yaml",
-                "bincount/launch/sagemaker_entry.py", "bincount/cli/train.py"} <= names
+        assert {
+            "sagemaker_train.py",
+            "requirements.txt",
+            "bincount/conf/launcher/sagemaker.yaml",
+            "bincount/launch/sagemaker_entry.py",
+            "bincount/cli/train.py",
+        } <= names
         assert b"smdebug==1.0.34" in tar.extractfile("requirements.txt").read()
         assert not any(n.startswith((".venv", "tests", "outputs")) or "__pycache__" in n for n in names)
 
@@ -182,8 +247,11 @@ def test_submission_without_a_role_says_how_to_set_one(aws_env, tmp_path, monkey
 
 
 def _names(requirements: list[str]) -> set[str]:
-    return {re.split(r"[<>=!~\[; ]", r.strip(), maxsplit=1)[0].lower().replace("_", "-")
-            for r in requirements if r.strip() and not r.strip().startswith("#")}
+    return {
+        re.split(r"[<>=!~\[; ]", r.strip(), maxsplit=1)[0].lower().replace("_", "-")
+        for r in requirements
+        if r.strip() and not r.strip().startswith("#")
+    }
 
 
 def test_the_job_installs_every_dependency_but_torch():

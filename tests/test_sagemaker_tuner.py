@@ -20,17 +20,22 @@ from conftest import compose_cfg
 
 ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
 SEARCH = {  # conf/hparams_search/optuna.yaml, as SageMaker ranges
-    "continuous": {"model.optimizer.lr": ("0.0001", "0.01", "Logarithmic"),
-                   "data.augment.color_jitter": ("0.0", "0.4", "Auto")},
-    "categorical": {"model.optimizer.weight_decay": ["0.0", "0.0001", "0.001", "0.01"],
-                    "data.augment.rotation": ["0", "15", "30"]},
+    "continuous": {
+        "model.optimizer.lr": ("0.0001", "0.01", "Logarithmic"),
+        "data.augment.color_jitter": ("0.0", "0.4", "Auto"),
+    },
+    "categorical": {
+        "model.optimizer.weight_decay": ["0.0", "0.0001", "0.001", "0.01"],
+        "data.augment.rotation": ["0", "15", "30"],
+    },
 }
 
 
 def check_ranges(config: dict, batch_sizes: list[str]) -> None:
     ranges = config["ParameterRanges"]
-    assert {r["Name"]: (r["MinValue"], r["MaxValue"], r["ScalingType"])
-            for r in ranges["ContinuousParameterRanges"]} == SEARCH["continuous"]
+    assert {
+        r["Name"]: (r["MinValue"], r["MaxValue"], r["ScalingType"]) for r in ranges["ContinuousParameterRanges"]
+    } == SEARCH["continuous"]
     # the PyTorch estimator JSON-encodes values; the container's toolkit decodes them into --key value
     categorical = {r["Name"]: [json.loads(v) for v in r["Values"]] for r in ranges["CategoricalParameterRanges"]}
     assert categorical == {**SEARCH["categorical"], "data.batch_size": batch_sizes}  # backbone fixed below
@@ -39,13 +44,35 @@ def check_ranges(config: dict, batch_sizes: list[str]) -> None:
 
 def test_dry_run_builds_a_valid_tuning_request_without_credentials(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update({"AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"), "AWS_CONFIG_FILE": str(tmp_path / "none"),
-                "AWS_EC2_METADATA_DISABLED": "true", "SAGEMAKER_SUPPRESS_V2_WARNING": "1"})
+    env.update(
+        {
+            "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+            "AWS_CONFIG_FILE": str(tmp_path / "none"),
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "SAGEMAKER_SUPPRESS_V2_WARNING": "1",
+        }
+    )
     sweep = tmp_path / "sweep"
-    out = subprocess.run([sys.executable, "train.py", "-m", "hparams_search=optuna", "launcher=sagemaker",
-                          "launcher.dry_run=true", "hydra.sweeper.n_trials=12", "data.batch_size=choice(16,32)",
-                          "model.backbone=resnet18", "data.root=/local/abid", f"hydra.sweep.dir={sweep}"],
-                         cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "train.py",
+            "-m",
+            "hparams_search=optuna",
+            "launcher=sagemaker",
+            "launcher.dry_run=true",
+            "hydra.sweeper.n_trials=12",
+            "data.batch_size=choice(16,32)",
+            "model.backbone=resnet18",
+            "data.root=/local/abid",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     request = json.loads((sweep / "sagemaker_tuning_request.json").read_text())
     assert "no AWS credentials" in out.stdout
@@ -58,8 +85,12 @@ def test_dry_run_builds_a_valid_tuning_request_without_credentials(tmp_path):
     job = request["TrainingJobDefinition"]
     static = {k: json.loads(v) for k, v in job["StaticHyperParameters"].items() if not k.startswith("sagemaker_")}
     # a trial is a plain run of train.py: no hparams_search, no local paths, the search's metric and no test
-    assert static == {"model.backbone": "resnet18", "optimized_metric": "val/acc", "optimized_mode": "max",
-                      "test": "false"}
+    assert static == {
+        "model.backbone": "resnet18",
+        "optimized_metric": "val/acc",
+        "optimized_mode": "max",
+        "test": "false",
+    }
     names = {m["Name"] for m in job["AlgorithmSpecification"]["MetricDefinitions"]}
     assert names == {"val/acc", "val/acc_best"}
     assert "CheckpointConfig" not in job  # trials never resume from one another
@@ -70,9 +101,18 @@ def test_tuning_job_is_submitted_to_the_loopback_server(aws, monkeypatch, tmp_pa
     monkeypatch.setenv("AWS_ENDPOINT_URL", aws)
     monkeypatch.setenv("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
     sweep = tmp_path / "sweep"
-    cfg = compose_cfg("train", ["hparams_search=optuna", "launcher=sagemaker", f"launcher.aws.role={ROLE}",
-                                "launcher.aws.bucket=bincount-hpo-test", "launcher.job.wait=false",
-                                f"hydra.sweep.dir={sweep}"], tmp_path / "run")
+    cfg = compose_cfg(
+        "train",
+        [
+            "hparams_search=optuna",
+            "launcher=sagemaker",
+            f"launcher.aws.role={ROLE}",
+            "launcher.aws.bucket=bincount-hpo-test",
+            "launcher.job.wait=false",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        tmp_path / "run",
+    )
     boto3.client("s3").create_bucket(Bucket="bincount-hpo-test")
     settings = OmegaConf.to_container(cfg.hydra.sweeper, resolve=True)
     assert settings.pop("_target_").endswith("SageMakerTunerSweeper")
@@ -99,9 +139,18 @@ def test_the_tuner_minimises_when_the_run_does(tmp_path, monkeypatch):
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    cfg = compose_cfg("train", ["hparams_search=optuna", "launcher=sagemaker", "launcher.dry_run=true",
-                                "optimized_metric=val/mae", "optimized_mode=min", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
-                      tmp_path / "run")
+    cfg = compose_cfg(
+        "train",
+        [
+            "hparams_search=optuna",
+            "launcher=sagemaker",
+            "launcher.dry_run=true",
+            "optimized_metric=val/mae",
+            "optimized_mode=min",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        ],
+        tmp_path / "run",
+    )
     settings = OmegaConf.to_container(cfg.hydra.sweeper, resolve=True)
     settings.pop("_target_")
     request = tune(cfg, [], **settings)

@@ -110,9 +110,16 @@ BAD = {
     "json without images": (lambda j: b'{"pictures": []}', "application/json", 400),
     "empty image list": (lambda j: b'{"images": []}', "application/json", 400),
     "bad base64": (lambda j: b'{"image": "***not base64***"}', "application/json", 400),
-    "base64 of text": (lambda j: json.dumps({"image": base64.b64encode(b"hello").decode()}).encode(), "application/json", 400),
-    "too many images": (lambda j: json.dumps({"images": [base64.b64encode(j[0]).decode()] * 65}).encode(),
-                        "application/json", 413),
+    "base64 of text": (
+        lambda j: json.dumps({"image": base64.b64encode(b"hello").decode()}).encode(),
+        "application/json",
+        400,
+    ),
+    "too many images": (
+        lambda j: json.dumps({"images": [base64.b64encode(j[0]).decode()] * 65}).encode(),
+        "application/json",
+        413,
+    ),
 }
 
 
@@ -145,9 +152,13 @@ def test_bounded_concurrent_load_has_no_errors(server, predictor, jpegs):
     """1,000 requests from 8 client threads on keep-alive connections; every one answered right."""
     want = expected_counts(predictor, jpegs)
     passes_before = server.model.passes
-    result = load_test(server.url, [(b, "image/jpeg") for b in jpegs], requests=1000, concurrency=8,
-                       check=lambda i, status, body: status == 200 and
-                       json.loads(body)["predictions"][0]["count"] == want[i])
+    result = load_test(
+        server.url,
+        [(b, "image/jpeg") for b in jpegs],
+        requests=1000,
+        concurrency=8,
+        check=lambda i, status, body: status == 200 and json.loads(body)["predictions"][0]["count"] == want[i],
+    )
     assert result["errors"] == 0, result["error_samples"]
     assert result["statuses"] == {"200": 1000}
     assert server.model.passes - passes_before < 1000  # concurrent requests shared forward passes
@@ -166,8 +177,9 @@ def test_handler_functions_follow_the_sagemaker_contract(counter_ckpt, tmp_path,
     export_model(counter_ckpt, tmp_path)
     model = handler.model_fn(str(tmp_path))
     # The toolkit decodes JSON bodies to str before calling input_fn.
-    data = handler.input_fn(json.dumps({"images": [base64.b64encode(b).decode() for b in jpegs[:3]]}),
-                            "application/json")
+    data = handler.input_fn(
+        json.dumps({"images": [base64.b64encode(b).decode() for b in jpegs[:3]]}), "application/json"
+    )
     answer, content_type = handler.output_fn(handler.predict_fn(data, model), "application/json")
     assert content_type == "application/json"
     direct = load_predictor(counter_ckpt)
@@ -227,8 +239,23 @@ def test_the_serve_command_serves_an_exported_model_until_interrupted(counter_ck
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "bincount.cli", "serve", str(tmp_path / "model"), "--backend", "onnx",
-                             "--port", str(port), "--max-body-mb", "0.1"], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bincount.cli",
+            "serve",
+            str(tmp_path / "model"),
+            "--backend",
+            "onnx",
+            "--port",
+            str(port),
+            "--max-body-mb",
+            "0.1",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert "serving" in proc.stdout.readline()  # printed once the socket listens
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
@@ -273,19 +300,23 @@ def responses(raw: bytes) -> list[tuple[int, dict]]:
 
 def test_a_post_without_content_length_gets_411_and_its_body_is_never_a_request(server):
     smuggled = b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n"
-    got = responses(raw_exchange(server, b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n\r\n"
-                                 + smuggled))
+    got = responses(
+        raw_exchange(server, b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n\r\n" + smuggled)
+    )
     assert [s for s, _ in got] == [411] and "Content-Length" in got[0][1]["error"]  # one answer, then closed
     assert request(server, "GET", "/ping")[0] == 200
 
 
-@pytest.mark.parametrize("raw, status", [
-    (b"POST /invocations HTTP/1.1\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(150)) + b"\r\n", 431),
-    (b"POST /invocations HTTP/1.1\r\nX-Long: " + b"a" * 70000 + b"\r\n\r\n", 431),
-    (b"PUT /invocations HTTP/1.1\r\nContent-Length: 0\r\n\r\n", 501),
-    (b"GET /ping HTTP/2.0\r\n\r\n", 505),
-    (b"POST /invocations HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 9\r\n\r\nhello", 400),
-])
+@pytest.mark.parametrize(
+    "raw, status",
+    [
+        (b"POST /invocations HTTP/1.1\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(150)) + b"\r\n", 431),
+        (b"POST /invocations HTTP/1.1\r\nX-Long: " + b"a" * 70000 + b"\r\n\r\n", 431),
+        (b"PUT /invocations HTTP/1.1\r\nContent-Length: 0\r\n\r\n", 501),
+        (b"GET /ping HTTP/2.0\r\n\r\n", 505),
+        (b"POST /invocations HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 9\r\n\r\nhello", 400),
+    ],
+)
 def test_the_standard_librarys_refusals_are_json_too(server, raw, status):
     got = responses(raw_exchange(server, raw))
     assert [s for s, _ in got] == [status] and got[0][1]["error"]
@@ -301,8 +332,12 @@ def test_a_huge_png_is_413_before_decoding(server):
 
     side = 20000  # 400 million pixels of 1-bit gray, 50 MB raw, about 50 kB compressed
     rows = zlib.compress(bytes(side * (1 + side // 8)), 9)
-    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0))
-           + chunk(b"IDAT", rows) + chunk(b"IEND", b""))
+    png = (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0))
+        + chunk(b"IDAT", rows)
+        + chunk(b"IEND", b"")
+    )
     assert len(png) < MAX_BODY
     status, _, body = invoke(server, png, "image/png")
     assert status == 413 and "too large" in body["error"]
@@ -310,8 +345,10 @@ def test_a_huge_png_is_413_before_decoding(server):
 
 def test_base64_as_clients_write_it(server, predictor, jpegs):
     want = expected_counts(predictor, jpegs[:1])
-    for text in (base64.encodebytes(jpegs[0]).decode(),  # MIME: a line break every 76 characters
-                 "data:image/jpeg;base64," + base64.b64encode(jpegs[0]).decode(),
-                 base64.urlsafe_b64encode(jpegs[0]).decode().rstrip("=")):
+    for text in (
+        base64.encodebytes(jpegs[0]).decode(),  # MIME: a line break every 76 characters
+        "data:image/jpeg;base64," + base64.b64encode(jpegs[0]).decode(),
+        base64.urlsafe_b64encode(jpegs[0]).decode().rstrip("="),
+    ):
         status, _, body = invoke(server, json.dumps({"image": text}), "application/json")
         assert status == 200 and [p["count"] for p in body["predictions"]] == want

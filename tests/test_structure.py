@@ -52,7 +52,7 @@ def test_no_import_circles():
         state[node] = "open"
         for nxt in sorted(edges[node]):
             if state.get(nxt) == "open":
-                circles.append(path[path.index(nxt):] + [nxt])
+                circles.append(path[path.index(nxt) :] + [nxt])
             elif nxt not in state:
                 visit(nxt, path + [nxt])
         state[node] = "done"
@@ -72,19 +72,31 @@ def test_the_check_sees_a_circle(tmp_path):
 
 def test_no_module_imports_another_ones_private_names():
     known = set(modules())
-    private = [f"{name}: {module}.{n}" for name, tree in modules().items() for module, names in imports(tree, known)
-               for n in names if n.startswith("_") and module != name]
+    private = [
+        f"{name}: {module}.{n}"
+        for name, tree in modules().items()
+        for module, names in imports(tree, known)
+        for n in names
+        if n.startswith("_") and module != name
+    ]
     assert not private, private
 
 
 def test_argparse_only_in_the_command_line_package():
-    users = [name for name, tree in modules().items()
-             if any(isinstance(n, ast.Import) and any(a.name == "argparse" for a in n.names) for n in ast.walk(tree))]
+    users = [
+        name
+        for name, tree in modules().items()
+        if any(isinstance(n, ast.Import) and any(a.name == "argparse" for a in n.names) for n in ast.walk(tree))
+    ]
     assert users and all(u == "bincount.cli" or u.startswith("bincount.cli.") for u in users), users
 
 
 def test_the_library_never_reads_the_checkout():
     """bincount.paths (the checkout's root) is for tests and benchmarks; an installed bincount has no checkout."""
-    users = [name for name, tree in modules().items() for module, _ in imports(tree, set(modules()))
-             if module == "bincount.paths" and name != "bincount.paths"]
+    users = [
+        name
+        for name, tree in modules().items()
+        for module, _ in imports(tree, set(modules()))
+        if module == "bincount.paths" and name != "bincount.paths"
+    ]
     assert users == []

@@ -30,8 +30,8 @@ def wandb_run_record(run_file: Path):
         if block - pos % block < 7:  # too little room for a header: the block is padded
             pos += block - pos % block
             continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
-        chunk, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
+        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        chunk, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
         if kind in (1, 2):  # full or first chunk
             pending = chunk
         else:  # middle or last
@@ -49,11 +49,25 @@ def sweep(dev224, tmp_path_factory):
     root = make_abid_slice(dev224, tmp_path_factory.mktemp("abid"), ids_by_count(dev224, 8))
     sweep_dir = tmp_path_factory.mktemp("multirun") / "sweep-under-test"
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "BINCOUNT_NO_PROGRESS": "1"}
-    cmd = [sys.executable, "train.py", "-m", "hparams_search=optuna", f"data.root={root}",
-           "model.backbone=resnet10t", "data.image_size=32", "data.num_workers=0", "trainer.accelerator=cpu",
-           "trainer.devices=1", "trainer.max_epochs=1", "callbacks.rich_progress_bar=null", "logger=[csv,wandb]",
-           f"hydra.sweeper.n_trials={N_TRIALS}", "hydra.sweeper.sampler.seed=7", "data.batch_size=choice(8,16)",
-           f"hydra.sweep.dir={sweep_dir}"]
+    cmd = [
+        sys.executable,
+        "train.py",
+        "-m",
+        "hparams_search=optuna",
+        f"data.root={root}",
+        "model.backbone=resnet10t",
+        "data.image_size=32",
+        "data.num_workers=0",
+        "trainer.accelerator=cpu",
+        "trainer.devices=1",
+        "trainer.max_epochs=1",
+        "callbacks.rich_progress_bar=null",
+        "logger=[csv,wandb]",
+        f"hydra.sweeper.n_trials={N_TRIALS}",
+        "hydra.sweeper.sampler.seed=7",
+        "data.batch_size=choice(8,16)",
+        f"hydra.sweep.dir={sweep_dir}",
+    ]
     proc = subprocess.run(cmd, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (sweep_dir.parent / "stdout.txt").write_text(proc.stdout)
@@ -71,8 +85,14 @@ def test_optuna_sweep_summary_names_the_best_trial(sweep):
     assert trial_metrics["best_val"]["val/acc"] == pytest.approx(best["value"])
     assert s["optuna"]["best_value"] == pytest.approx(best["value"])  # Optuna's own view agrees
     # the search space of conf/hparams_search/optuna.yaml, batch size replaced from the command line
-    assert {"model.optimizer.lr", "model.optimizer.weight_decay", "data.batch_size", "data.augment.rotation",
-            "data.augment.color_jitter", "model.backbone"} <= set(s["swept"])
+    assert {
+        "model.optimizer.lr",
+        "model.optimizer.weight_decay",
+        "data.batch_size",
+        "data.augment.rotation",
+        "data.augment.color_jitter",
+        "model.backbone",
+    } <= set(s["swept"])
     for t in s["trials"]:
         assert 1e-4 <= float(t["overrides"]["model.optimizer.lr"]) <= 1e-2
         assert t["overrides"]["data.batch_size"] in {"8", "16"}
@@ -84,8 +104,9 @@ def test_optuna_sweep_summary_names_the_best_trial(sweep):
 
 
 def test_sweep_trials_are_separate_wandb_runs_in_one_group(sweep):
-    runs = [wandb_run_record(next((sweep / str(n) / "wandb").glob("offline-run-*/run-*.wandb")))
-            for n in range(N_TRIALS)]
+    runs = [
+        wandb_run_record(next((sweep / str(n) / "wandb").glob("offline-run-*/run-*.wandb"))) for n in range(N_TRIALS)
+    ]
     assert {r.run_group for r in runs} == {f"train-sweep-{sweep.name}"}
     assert [r.display_name for r in runs] == [f"train-trial-{n}" for n in range(N_TRIALS)]
     assert len({r.run_id for r in runs}) == N_TRIALS
@@ -124,7 +145,7 @@ def test_a_summary_follows_the_sweeps_own_direction(tmp_path, capsys):
     for n, (mae, acc) in enumerate([(0.9, 0.30), (0.7, 0.25), (1.1, 0.35)]):
         (sweep / str(n) / ".hydra").mkdir(parents=True)
         (sweep / str(n) / ".hydra" / "config.yaml").write_text("optimized_metric: val/mae\noptimized_mode: min\n")
-        (sweep / str(n) / ".hydra" / "overrides.yaml").write_text(f"- model.optimizer.lr={10 ** -n}\n")
+        (sweep / str(n) / ".hydra" / "overrides.yaml").write_text(f"- model.optimizer.lr={10**-n}\n")
         (sweep / str(n) / "metrics.json").write_text(json.dumps({"best_val": {"val/mae": mae, "val/acc": acc}}))
     assert cli(["sweep-summary", str(sweep)]) == 0
     s = json.loads((sweep / "sweep_summary.json").read_text())

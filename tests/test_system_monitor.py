@@ -29,7 +29,7 @@ def test_sampler_sees_a_cpu_burning_child_and_allocated_memory(tmp_path):
     baseline_rss = max(r["proc_rss_gb"] for r in sampler.rows)
     child = mp.get_context("spawn").Process(target=_burn, args=(2.5,))
     child.start()
-    ballast = bytearray(400 * 1024 ** 2)  # 400 MiB, touched so it is resident
+    ballast = bytearray(400 * 1024**2)  # 400 MiB, touched so it is resident
     for i in range(0, len(ballast), 4096):
         ballast[i] = 1
     child.join()
@@ -59,8 +59,9 @@ def monitored_run(dev224, tmp_path_factory):
     """A real 2-epoch run on 50 images with the default callbacks (system monitor on) and the simple profiler."""
     root = make_abid_slice(dev224, tmp_path_factory.mktemp("abid"), ids_by_count(dev224, 10))
     out = tmp_path_factory.mktemp("run")
-    cfg = compose_cfg("train", TINY + [f"data.root={root}", "trainer.max_epochs=2", "data.batch_size=8",
-                                       "profiler=simple"], out)
+    cfg = compose_cfg(
+        "train", TINY + [f"data.root={root}", "trainer.max_epochs=2", "data.batch_size=8", "profiler=simple"], out
+    )
     train(cfg)
     return out
 

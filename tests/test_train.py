@@ -20,8 +20,15 @@ def trained_run(small_abid, tmp_path_factory):
 
 def test_training_writes_every_output(trained_run):
     out, score = trained_run
-    for name in ("metrics.json", "checkpoints/best.ckpt", "split_manifest.csv", "data_report.json",
-                 "curves.png", "confusion_matrix.png", "history.json"):
+    for name in (
+        "metrics.json",
+        "checkpoints/best.ckpt",
+        "split_manifest.csv",
+        "data_report.json",
+        "curves.png",
+        "confusion_matrix.png",
+        "history.json",
+    ):
         assert (out / name).is_file(), name
     m = json.loads((out / "metrics.json").read_text())
     for key in ("test/acc", "test/rmse", "test/mae", "test/acc_per_class"):
@@ -39,8 +46,7 @@ def test_training_writes_every_output(trained_run):
 
 def test_eval_reproduces_the_test_metrics(trained_run, small_abid, tmp_path):
     out, _ = trained_run
-    cfg = compose_cfg("eval", TINY + [f"ckpt_path={out}/checkpoints/best.ckpt", f"data.root={small_abid}"],
-                      tmp_path)
+    cfg = compose_cfg("eval", TINY + [f"ckpt_path={out}/checkpoints/best.ckpt", f"data.root={small_abid}"], tmp_path)
     got = evaluate(cfg)
     want = json.loads((out / "metrics.json").read_text())
     assert got["test/images"] == want["test/images"]
@@ -54,8 +60,11 @@ def test_eval_reproduces_the_test_metrics(trained_run, small_abid, tmp_path):
 def test_eval_on_an_unseen_folder_with_split_all(trained_run, abid, tmp_path):
     out, _ = trained_run
     raw = make_abid_slice(abid / "raw", tmp_path / "raw", ids_by_count(abid / "raw", 4))
-    cfg = compose_cfg("eval", TINY + [f"ckpt_path={out}/checkpoints/best.ckpt", f"data.root={raw}",
-                                         "data.split=all"], tmp_path / "eval")
+    cfg = compose_cfg(
+        "eval",
+        TINY + [f"ckpt_path={out}/checkpoints/best.ckpt", f"data.root={raw}", "data.split=all"],
+        tmp_path / "eval",
+    )
     got = evaluate(cfg)
     assert got["test/images"] == 20
     assert sum(map(sum, got["test/confusion"])) == 20

@@ -30,7 +30,7 @@ def remote_tree(endpoint: str, bucket: str, prefix: str) -> dict[str, bytes]:
     client, out = s3(endpoint), {}
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/"):
         for o in page.get("Contents", []):
-            out[o["Key"][len(prefix) + 1:]] = client.get_object(Bucket=bucket, Key=o["Key"])["Body"].read()
+            out[o["Key"][len(prefix) + 1 :]] = client.get_object(Bucket=bucket, Key=o["Key"])["Body"].read()
     return out
 
 
@@ -97,8 +97,11 @@ def _end_to_end(aws, abid, tmp_path, ids: list[str], capsys) -> None:
     seed_public_bucket(aws, raw, ids)
     labels = {i: json.loads((raw / "metadata" / f"{i}.json").read_text())["EXPECTED_QUANTITY"] for i in ids}
     file_list = tmp_path / "list.json"
-    file_list.write_text(json.dumps({str(c): [f"metadata/{i}.json" for i in ids if labels[i] == c]
-                                     for c in sorted(set(labels.values()))}))
+    file_list.write_text(
+        json.dumps(
+            {str(c): [f"metadata/{i}.json" for i in ids if labels[i] == c] for c in sorted(set(labels.values()))}
+        )
+    )
     data, prepared = tmp_path / "abid", tmp_path / "prepared"
     s3(aws).create_bucket(Bucket=BUCKET)
 
@@ -112,8 +115,12 @@ def _end_to_end(aws, abid, tmp_path, ids: list[str], capsys) -> None:
         (channel / name).parent.mkdir(parents=True, exist_ok=True)
         (channel / name).write_bytes(body)
     run = tmp_path / "run"
-    cfg = compose_cfg("train", TINY + [f"data.root={channel}", f"data.manifest={channel / MANIFEST_NAME}",
-                                       "trainer.max_epochs=1", "logger=csv"], run)
+    cfg = compose_cfg(
+        "train",
+        TINY
+        + [f"data.root={channel}", f"data.manifest={channel / MANIFEST_NAME}", "trainer.max_epochs=1", "logger=csv"],
+        run,
+    )
     train(cfg)
     metrics = json.loads((run / "metrics.json").read_text())
     assert sum(metrics["data"]["images"].values()) == sum(1 for c in labels.values() if 1 <= c <= 5)

@@ -30,19 +30,43 @@ def installed(tmp_path_factory) -> tuple[Path, Path, dict]:
     """(the venv's bin folder, an empty working folder outside the checkout, the environment to run in)."""
     tmp = tmp_path_factory.mktemp("wheel")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "PYTHON", "SAGEMAKER_"))}
-    env.update({"AWS_SHARED_CREDENTIALS_FILE": str(tmp / "none"), "AWS_CONFIG_FILE": str(tmp / "none"),
-                "AWS_EC2_METADATA_DISABLED": "true", "BINCOUNT_NO_PROGRESS": "1"})
-    run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(tmp / "dist"),
-         str(PROJECT_ROOT)], tmp, env)
+    env.update(
+        {
+            "AWS_SHARED_CREDENTIALS_FILE": str(tmp / "none"),
+            "AWS_CONFIG_FILE": str(tmp / "none"),
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "BINCOUNT_NO_PROGRESS": "1",
+        }
+    )
+    run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(tmp / "dist"),
+            str(PROJECT_ROOT),
+        ],
+        tmp,
+        env,
+    )
     (wheel,) = (tmp / "dist").glob("bincount-*.whl")
     run([sys.executable, "-m", "venv", "--without-pip", str(tmp / "venv")], tmp, env)
     python = tmp / "venv" / "bin" / "python"
-    target = Path(run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], tmp,
-                      env).stdout.strip())
+    target = Path(
+        run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], tmp, env).stdout.strip()
+    )
     # the dependencies already on disk (torch and the rest), as --system-site-packages would give them
     (target / "dependencies_on_disk.pth").write_text("\n".join(site.getsitepackages()) + "\n")
-    run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps", "--no-index",
-         str(wheel)], tmp, env)
+    run(
+        [sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps", "--no-index", str(wheel)],
+        tmp,
+        env,
+    )
     work = tmp / "work"
     work.mkdir()
     return python.parent, work, env
@@ -50,8 +74,10 @@ def installed(tmp_path_factory) -> tuple[Path, Path, dict]:
 
 def test_the_wheel_holds_the_package_and_its_configs(installed):
     bin_dir, work, env = installed
-    code = ("import bincount, bincount.config as c; print(json.dumps({'package': bincount.__file__, "
-            "'train': str(c.config_file('train.yaml')), 'prices': str(c.config_file('cost', 'prices.yaml'))}))")
+    code = (
+        "import bincount, bincount.config as c; print(json.dumps({'package': bincount.__file__, "
+        "'train': str(c.config_file('train.yaml')), 'prices': str(c.config_file('cost', 'prices.yaml'))}))"
+    )
     where = json.loads(run([str(bin_dir / "python"), "-c", "import json; " + code], work, env).stdout)
     venv = str(bin_dir.parent)
     assert all(p.startswith(venv) and Path(p).is_file() for p in where.values()), where
@@ -62,8 +88,19 @@ def test_train_eval_cost_report_and_deploy_run_from_the_wheel(installed, synthet
     bin_dir, work, env = installed
     bincount = str(bin_dir / "bincount")
     train_run, eval_run = work / "run", work / "eval"
-    run([bincount, "train", "debug=tiny", f"data.root={synthetic_abid}", "trainer.max_epochs=2", "logger=csv",
-         f"hydra.run.dir={train_run}"], work, env)
+    run(
+        [
+            bincount,
+            "train",
+            "debug=tiny",
+            f"data.root={synthetic_abid}",
+            "trainer.max_epochs=2",
+            "logger=csv",
+            f"hydra.run.dir={train_run}",
+        ],
+        work,
+        env,
+    )
     metrics = json.loads((train_run / "metrics.json").read_text())
     ckpt = train_run / "checkpoints" / "best.ckpt"
     assert ckpt.is_file() and metrics["test/images"] == metrics["data"]["images"]["test"] > 0

@@ -46,9 +46,16 @@ def training_defaults() -> DictConfig:
     """The defaults a training run would use for what other commands also decide (the data folder, the
     split, the image size, the seed), so a command-line default never repeats a config default."""
     cfg = compose("train", ["paths.root_dir=${oc.env:BINCOUNT_ROOT,.}"])
-    return OmegaConf.create({"data_dir": cfg.paths.data_dir, "seed": cfg.seed, "image_size": cfg.data.image_size,
-                             "split": cfg.data.split, "ratios": list(cfg.data.ratios),
-                             "classes": list(cfg.data.classes)})
+    return OmegaConf.create(
+        {
+            "data_dir": cfg.paths.data_dir,
+            "seed": cfg.seed,
+            "image_size": cfg.data.image_size,
+            "split": cfg.data.split,
+            "ratios": list(cfg.data.ratios),
+            "classes": list(cfg.data.classes),
+        }
+    )
 
 
 # -- resolvers ------------------------------------------------------------------------------------
@@ -110,8 +117,13 @@ OmegaConf.register_new_resolver("bincount.run_dir", _run_dir, replace=True)
 
 # -- types ------------------------------------------------------------------------------------------
 # Top-level keys read by train(cfg)/evaluate(cfg) themselves (the rest is read by a _target_).
-TOP_LEVEL = {"seed": int | None, "test": bool, "ckpt_path": str | None, "optimized_metric": str,
-             "optimized_mode": typing.Literal["max", "min"]}
+TOP_LEVEL = {
+    "seed": int | None,
+    "test": bool,
+    "ckpt_path": str | None,
+    "optimized_metric": str,
+    "optimized_mode": typing.Literal["max", "min"],
+}
 _HYDRA_KEYS = ("_target_", "_partial_", "_convert_", "_recursive_", "_args_")
 _SEQUENCES = (list, tuple, collections.abc.Sequence, collections.abc.Iterable, collections.abc.Collection)
 _MAPPINGS = (dict, collections.abc.Mapping, collections.abc.MutableMapping)
@@ -169,7 +181,9 @@ def _describe(hint) -> str:
         plural = {bool: "true/false values", int: "integers", float: "numbers", str: "strings"}
         return f"a list of {plural.get(args[0], _describe(args[0]) + ' values')}"
     names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
-    return names.get(hint, "a mapping" if origin in _MAPPINGS or hint in _MAPPINGS else getattr(hint, "__name__", str(hint)))
+    return names.get(
+        hint, "a mapping" if origin in _MAPPINGS or hint in _MAPPINGS else getattr(hint, "__name__", str(hint))
+    )
 
 
 def _signature(target: str):
@@ -213,8 +227,10 @@ def _check_node(cfg: DictConfig, node: dict, path: str) -> None:
             key = f"{path}.{name}" if path else name
             if name not in params and not takes_any:
                 close = difflib.get_close_matches(name, list(params), n=1)
-                raise BincountError(f"{key}: {target.rsplit('.', 1)[-1]} takes no argument {name!r}"
-                                    + (f" (did you mean {close[0]}?)" if close else ""))
+                raise BincountError(
+                    f"{key}: {target.rsplit('.', 1)[-1]} takes no argument {name!r}"
+                    + (f" (did you mean {close[0]}?)" if close else "")
+                )
             if name in params:
                 hint = hints.get(name, params[name].annotation)
                 if not isinstance(hint, str):  # an annotation left as text could not be resolved: not checked

@@ -26,4 +26,5 @@ def user_errors_exit(fn: Callable) -> Callable:
             log.error(message)
             print(f"error: {message}", file=sys.stderr)
             sys.exit(2)
+
     return wrapper

@@ -155,8 +155,10 @@ def _rows_from_csv(path: Path) -> list[tuple[str, Expected | None]]:
     id_col = next((columns[c] for c in ("bin_id", "id") if c in columns), None)
     count_col = next((columns[c] for c in ("expected_count", "expected_quantity", "expected") if c in columns), None)
     if id_col is None or count_col is None:
-        raise BincountError(f"{path}: needs columns bin_id and expected_count (optional sku_names, "
-                            f"separated by '|'); it has {', '.join(map(repr, reader.fieldnames or [])) or 'none'}")
+        raise BincountError(
+            f"{path}: needs columns bin_id and expected_count (optional sku_names, "
+            f"separated by '|'); it has {', '.join(map(repr, reader.fieldnames or [])) or 'none'}"
+        )
     names_col = columns.get("sku_names")
     rows = []
     for row in reader:
@@ -239,8 +241,7 @@ def wilson_lower(hits: np.ndarray, n: np.ndarray, z: float) -> np.ndarray:
     return (centre - spread) / (1 + z * z / n)
 
 
-def choose_threshold(confidence: np.ndarray, correct: np.ndarray, target_precision: float, z: float = 0.0
-                     ) -> Threshold:
+def choose_threshold(confidence: np.ndarray, correct: np.ndarray, target_precision: float, z: float = 0.0) -> Threshold:
     """The smallest confidence threshold at which the predictions kept (confidence >= threshold) are
     right at least ``target_precision`` of the time. With ``z`` > 0 it is the Wilson lower bound of
     that precision that must reach the target, so a cut that meets it on a handful of calibration
@@ -258,17 +259,29 @@ def choose_threshold(confidence: np.ndarray, correct: np.ndarray, target_precisi
     if not len(ok):
         return Threshold(float(np.nextafter(1.0, 2.0)), target_precision, None, 0.0, len(conf), z)
     i = ok[-1]  # the deepest cut that still meets the target: the smallest threshold
-    return Threshold(float(conf[i]), target_precision, round(float(hits[i] / kept[i]), 4),
-                     round(float(kept[i] / len(conf)), 4), len(conf), z)
+    return Threshold(
+        float(conf[i]),
+        target_precision,
+        round(float(hits[i] / kept[i]), 4),
+        round(float(kept[i] / len(conf)), 4),
+        len(conf),
+        z,
+    )
 
 
 def calibrate(predictions: list[Prediction], target_precision: float, z: float = 0.0) -> Threshold:
     labelled = [p for p in predictions if p.true_count is not None]
     if not labelled:
-        raise BincountError("the calibration predictions have no true_count; predict an ABID folder "
-                            "(e.g. `bincount predict CKPT DIR --split val`) to calibrate")
-    return choose_threshold(np.array([p.confidence for p in labelled]),
-                            np.array([p.count == p.true_count for p in labelled]), target_precision, z)
+        raise BincountError(
+            "the calibration predictions have no true_count; predict an ABID folder "
+            "(e.g. `bincount predict CKPT DIR --split val`) to calibrate"
+        )
+    return choose_threshold(
+        np.array([p.confidence for p in labelled]),
+        np.array([p.count == p.true_count for p in labelled]),
+        target_precision,
+        z,
+    )
 
 
 # -- the record as evidence ---------------------------------------------------------------------
@@ -312,16 +325,19 @@ def record_probability(model: RecordModel, probabilities: dict[int, float], expe
     return model.posterior(probabilities, expected)[expected]
 
 
-def choose_record_threshold(model: RecordModel, predictions: list[Prediction], target_precision: float,
-                            z: float = 0.0) -> Threshold:
+def choose_record_threshold(
+    model: RecordModel, predictions: list[Prediction], target_precision: float, z: float = 0.0
+) -> Threshold:
     """The smallest P(record right) at which auto-verified records are right at least ``target_precision``
     of the time on labelled validation predictions, each bin taken with every record it could carry: its
     true count (weight 1 - error_rate) and each wrong record (error_rate shared among them). The Wilson
     bound counts each bin once (weights sum to one per bin)."""
     labelled = [p for p in predictions if p.true_count is not None and p.true_count in p.probabilities]
     if not labelled:
-        raise BincountError("the calibration predictions have no true_count within the model's counts; predict a "
-                            "labelled validation set (e.g. `bincount predict CKPT DIR --split val`)")
+        raise BincountError(
+            "the calibration predictions have no true_count within the model's counts; predict a "
+            "labelled validation set (e.g. `bincount predict CKPT DIR --split val`)"
+        )
     scores, right, weight = [], [], []
     for p in labelled:
         cases = [(p.true_count, 1 - model.error_rate, True)]
@@ -339,8 +355,14 @@ def choose_record_threshold(model: RecordModel, predictions: list[Prediction], t
     if not len(ok):
         return Threshold(float(np.nextafter(1.0, 2.0)), target_precision, None, 0.0, len(labelled), z)
     i = ok[-1]
-    return Threshold(float(s[i]), target_precision, round(float(hits[i] / kept[i]), 4),
-                     round(float(kept[i] / kept[-1]), 4), len(labelled), z)
+    return Threshold(
+        float(s[i]),
+        target_precision,
+        round(float(hits[i] / kept[i]), 4),
+        round(float(kept[i] / kept[-1]), 4),
+        len(labelled),
+        z,
+    )
 
 
 # -- decisions ----------------------------------------------------------------------------------
@@ -353,8 +375,9 @@ def decide(p: Prediction, exp: Expected, threshold: float, record_model: RecordM
         return Decision(p.id, AUDIT, exp.count, p.count, round(p.confidence, 6), names, p.true_count, None, OUTSIDE)
     if record_model is None:
         decision = AUDIT if p.confidence < threshold else MATCH if p.count == exp.count else MISMATCH
-        reason = {MATCH: "confident photo agrees", MISMATCH: "confident photo disagrees",
-                  AUDIT: "photo not confident"}[decision]
+        reason = {MATCH: "confident photo agrees", MISMATCH: "confident photo disagrees", AUDIT: "photo not confident"}[
+            decision
+        ]
         return Decision(p.id, decision, exp.count, p.count, round(p.confidence, 6), names, p.true_count, None, reason)
     posterior = record_model.posterior(p.probabilities, exp.count)
     right = posterior[exp.count]
@@ -365,22 +388,31 @@ def decide(p: Prediction, exp: Expected, threshold: float, record_model: RecordM
         decision, reason, count = MISMATCH, "photo points to another count", likeliest
     else:
         decision, reason, count = AUDIT, "record likeliest but not sure enough", likeliest
-    return Decision(p.id, decision, exp.count, count, round(p.confidence, 6), names, p.true_count,
-                    round(right, 6), reason)
+    return Decision(
+        p.id, decision, exp.count, count, round(p.confidence, 6), names, p.true_count, round(right, 6), reason
+    )
 
 
-def reconcile(predictions: list[Prediction], expected: dict[str, Expected], threshold: float,
-              record_model: RecordModel | None = None) -> tuple[list[Decision], dict[str, list[str]]]:
+def reconcile(
+    predictions: list[Prediction],
+    expected: dict[str, Expected],
+    threshold: float,
+    record_model: RecordModel | None = None,
+) -> tuple[list[Decision], dict[str, list[str]]]:
     """One decision per bin that has both a prediction and an expected quantity; the other bins by reason.
     ``predictions`` must hold one per bin (``unique_predictions``)."""
     repeated = [i for i, n in Counter(p.id for p in predictions).items() if n > 1]
     if repeated:
-        raise BincountError(f"reconcile: bins predicted more than once ({', '.join(sorted(repeated)[:5])}); "
-                            "pass the predictions through unique_predictions first")
+        raise BincountError(
+            f"reconcile: bins predicted more than once ({', '.join(sorted(repeated)[:5])}); "
+            "pass the predictions through unique_predictions first"
+        )
     decisions = []
     predicted_ids = {p.id for p in predictions}
-    unmatched = {"no expected quantity": sorted(p.id for p in predictions if p.id not in expected),
-                 "no photo": sorted(set(expected) - predicted_ids)}
+    unmatched = {
+        "no expected quantity": sorted(p.id for p in predictions if p.id not in expected),
+        "no photo": sorted(set(expected) - predicted_ids),
+    }
     for p in sorted(predictions, key=lambda p: p.id):
         exp = expected.get(p.id)
         if exp is not None:
@@ -388,14 +420,30 @@ def reconcile(predictions: list[Prediction], expected: dict[str, Expected], thre
     return decisions, unmatched
 
 
-def add_undecided(decisions: list[Decision], unmatched: dict[str, list[str]], problems: InputProblems,
-                  photographed: set[str], expected: dict[str, Expected]) -> list[Decision]:
+def add_undecided(
+    decisions: list[Decision],
+    unmatched: dict[str, list[str]],
+    problems: InputProblems,
+    photographed: set[str],
+    expected: dict[str, Expected],
+) -> list[Decision]:
     """A ``not-decided`` row for every photographed bin whose inputs had an error; such bins leave the
     unmatched lists (they are not missing a photo or a record, their inputs are wrong). Sorted by id."""
     undecidable = problems.undecidable()
-    rows = [Decision(i, NOT_DECIDED, expected[i].count if i in expected else None, None, None,
-                     "|".join(expected[i].skus) if i in expected else "", reason="inputs not usable", problem=why)
-            for i, why in sorted(undecidable.items()) if i in photographed]
+    rows = [
+        Decision(
+            i,
+            NOT_DECIDED,
+            expected[i].count if i in expected else None,
+            None,
+            None,
+            "|".join(expected[i].skus) if i in expected else "",
+            reason="inputs not usable",
+            problem=why,
+        )
+        for i, why in sorted(undecidable.items())
+        if i in photographed
+    ]
     for reason in unmatched:
         unmatched[reason] = [i for i in unmatched[reason] if i not in undecidable]
     return sorted(decisions + rows, key=lambda d: d.bin_id)
@@ -405,8 +453,12 @@ def _share(hits: int, n: int) -> float | None:
     return round(hits / n, 4) if n else None
 
 
-def summarize(decisions: list[Decision], threshold: Threshold, unmatched: dict[str, list[str]],
-              problems: InputProblems | None = None) -> dict:
+def summarize(
+    decisions: list[Decision],
+    threshold: Threshold,
+    unmatched: dict[str, list[str]],
+    problems: InputProblems | None = None,
+) -> dict:
     """Counts of each decision; where true counts are known, how often each kind of decision was right."""
     counts = Counter(d.decision for d in decisions)
     summary = {
@@ -414,7 +466,10 @@ def summarize(decisions: list[Decision], threshold: Threshold, unmatched: dict[s
         "auto_verified": counts[MATCH],
         "auto_verified_share": _share(counts[MATCH], len(decisions)),
         "to_check": len(decisions) - counts[MATCH],
-        MATCH: counts[MATCH], MISMATCH: counts[MISMATCH], AUDIT: counts[AUDIT], NOT_DECIDED: counts[NOT_DECIDED],
+        MATCH: counts[MATCH],
+        MISMATCH: counts[MISMATCH],
+        AUDIT: counts[AUDIT],
+        NOT_DECIDED: counts[NOT_DECIDED],
         "threshold": asdict(threshold),
         "reasons": dict(Counter(d.reason for d in decisions)),
         "unmatched": {k: len(v) for k, v in unmatched.items()},
@@ -429,10 +484,12 @@ def summarize(decisions: list[Decision], threshold: Threshold, unmatched: dict[s
     summary["labelled"] = {
         "bins": len(labelled),
         # an auto-verified bin really holds its expected quantity / a mismatch really is a discrepancy
-        "match_accuracy": _share(sum(d.correct for d in confident if d.decision == MATCH),
-                                 sum(d.decision == MATCH for d in confident)),
-        "mismatch_accuracy": _share(sum(d.correct for d in confident if d.decision == MISMATCH),
-                                    sum(d.decision == MISMATCH for d in confident)),
+        "match_accuracy": _share(
+            sum(d.correct for d in confident if d.decision == MATCH), sum(d.decision == MATCH for d in confident)
+        ),
+        "mismatch_accuracy": _share(
+            sum(d.correct for d in confident if d.decision == MISMATCH), sum(d.decision == MISMATCH for d in confident)
+        ),
         "confident_decision_accuracy": _share(sum(d.correct for d in confident), len(confident)),
         "count_accuracy_confident": _share(sum(d.predicted_count == d.true_count for d in confident), len(confident)),
         "count_accuracy_all": _share(sum(d.predicted_count == d.true_count for d in labelled), len(labelled)),
@@ -445,8 +502,18 @@ def summarize(decisions: list[Decision], threshold: Threshold, unmatched: dict[s
 
 def write_decisions(decisions: list[Decision], out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
-    fields = ["bin_id", "decision", "expected_count", "predicted_count", "confidence", "sku_names", "true_count",
-              "record_probability", "reason", "problem"]
+    fields = [
+        "bin_id",
+        "decision",
+        "expected_count",
+        "predicted_count",
+        "confidence",
+        "sku_names",
+        "true_count",
+        "record_probability",
+        "reason",
+        "problem",
+    ]
     with out.open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields)
         w.writeheader()

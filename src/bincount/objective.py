@@ -13,7 +13,9 @@ MODES = ("max", "min")
 
 def check_mode(mode: str) -> str:
     if mode not in MODES:
-        raise BincountError(f"optimized_mode: {mode!r} is neither max nor min (max for accuracy, min for a loss or error)")
+        raise BincountError(
+            f"optimized_mode: {mode!r} is neither max nor min (max for accuracy, min for a loss or error)"
+        )
     return mode
 
 

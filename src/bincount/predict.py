@@ -35,8 +35,12 @@ class Prediction:
     true_count: int | None = None
 
     def row(self) -> dict:
-        row = {"id": self.id, "image": self.image, "predicted_count": self.count,
-               "confidence": round(self.confidence, 6)}
+        row = {
+            "id": self.id,
+            "image": self.image,
+            "predicted_count": self.count,
+            "confidence": round(self.confidence, 6),
+        }
         row.update({f"p_{c}": round(p, 6) for c, p in self.probabilities.items()})
         row["true_count"] = "" if self.true_count is None else self.true_count
         return row
@@ -51,8 +55,13 @@ def split_ids(model: str | Path, split: str, manifest: str | Path | None = None)
 
 
 # -- predicting ---------------------------------------------------------------------------------
-def predict_images(predictor: Predictor, images: list[Path], truth: dict[str, int] | None = None,
-                   batch_size: int = 32, workers: int = 4) -> tuple[list[Prediction], dict[str, str]]:
+def predict_images(
+    predictor: Predictor,
+    images: list[Path],
+    truth: dict[str, int] | None = None,
+    batch_size: int = 32,
+    workers: int = 4,
+) -> tuple[list[Prediction], dict[str, str]]:
     """Predictions for every readable image, and the images skipped with the reason."""
     truth = truth or {}
     results: list[Prediction] = []
@@ -65,7 +74,7 @@ def predict_images(predictor: Predictor, images: list[Path], truth: dict[str, in
             skipped[str(path)] = str(e)
             return None
 
-    batches = [images[i:i + batch_size] for i in range(0, len(images), batch_size)]
+    batches = [images[i : i + batch_size] for i in range(0, len(images), batch_size)]
     with ThreadPoolExecutor(workers) as pool:
         for batch in progress(batches, total=len(batches), description=f"predicting {len(images)} images"):
             loaded = [(p, im) for p, im in zip(batch, pool.map(decode, batch)) if im is not None]
@@ -73,8 +82,16 @@ def predict_images(predictor: Predictor, images: list[Path], truth: dict[str, in
                 continue
             probs = predictor.predict([im for _, im in loaded])
             for (path, _), count, p in zip(loaded, predictor.counts(probs), probs):
-                results.append(Prediction(path.stem, str(path), count, float(p.max()),
-                                          {c: float(q) for c, q in zip(predictor.classes, p)}, truth.get(path.stem)))
+                results.append(
+                    Prediction(
+                        path.stem,
+                        str(path),
+                        count,
+                        float(p.max()),
+                        {c: float(q) for c, q in zip(predictor.classes, p)},
+                        truth.get(path.stem),
+                    )
+                )
     return results, skipped
 
 
@@ -98,15 +115,25 @@ def read_predictions(path: str | Path) -> list[Prediction]:
     try:
         text = read_text(path)
         rows = json.loads(text) if path.suffix == ".json" else list(csv.DictReader(text.splitlines()))
-        predictions = [Prediction(str(r["id"]).strip(), str(r["image"]), int(r["predicted_count"]),
-                                  float(r["confidence"]),
-                                  {int(k[2:]): float(v) for k, v in r.items() if k.startswith("p_")},
-                                  int(r["true_count"]) if str(r.get("true_count") or "").strip() else None)
-                       for r in rows]
+        predictions = [
+            Prediction(
+                str(r["id"]).strip(),
+                str(r["image"]),
+                int(r["predicted_count"]),
+                float(r["confidence"]),
+                {int(k[2:]): float(v) for k, v in r.items() if k.startswith("p_")},
+                int(r["true_count"]) if str(r.get("true_count") or "").strip() else None,
+            )
+            for r in rows
+        ]
     except FileNotFoundError:
-        raise BincountError(f"no such predictions file {path}; write one with `bincount predict ... --out FILE`") from None
+        raise BincountError(
+            f"no such predictions file {path}; write one with `bincount predict ... --out FILE`"
+        ) from None
     except (KeyError, ValueError, TypeError, AttributeError) as e:
-        raise BincountError(f"{path} is not a predictions file of `bincount predict` ({type(e).__name__}: {e})") from None
+        raise BincountError(
+            f"{path} is not a predictions file of `bincount predict` ({type(e).__name__}: {e})"
+        ) from None
     if not predictions:
         raise BincountError(f"{path} holds no predictions; predict some images first (`bincount predict`)")
     return predictions
@@ -119,17 +146,29 @@ def duplicate_ids(predictions: list[Prediction]) -> list[str]:
 
 def summarize(predictions: list[Prediction], skipped: dict[str, str], ignored: list[str] = ()) -> dict:
     labelled = [p for p in predictions if p.true_count is not None]
-    summary = {"images": len(predictions), "skipped": len(skipped), "ignored": len(ignored),
-               "duplicate_ids": duplicate_ids(predictions),
-               "per_count": {c: sum(p.count == c for p in predictions) for c in sorted({p.count for p in predictions})}}
+    summary = {
+        "images": len(predictions),
+        "skipped": len(skipped),
+        "ignored": len(ignored),
+        "duplicate_ids": duplicate_ids(predictions),
+        "per_count": {c: sum(p.count == c for p in predictions) for c in sorted({p.count for p in predictions})},
+    }
     if labelled:
         summary["labelled"] = len(labelled)
         summary["accuracy"] = round(sum(p.count == p.true_count for p in labelled) / len(labelled), 4)
     return summary
 
 
-def predict(model: str | Path, sources: list[str], out: str | Path, backend: str = "torch", split: str | None = None,
-            manifest: str | Path | None = None, batch_size: int = 32, workers: int = 4) -> tuple[list[Prediction], dict]:
+def predict(
+    model: str | Path,
+    sources: list[str],
+    out: str | Path,
+    backend: str = "torch",
+    split: str | None = None,
+    manifest: str | Path | None = None,
+    batch_size: int = 32,
+    workers: int = 4,
+) -> tuple[list[Prediction], dict]:
     """Count the items in every image of ``sources`` (files, folders, s3:// URIs) and write the predictions
     to ``out`` (CSV, or JSON when it ends in .json). ``split`` keeps only the images of one split of the
     checkpoint's training run. Returns the predictions and a summary (with the skipped images: unreadable

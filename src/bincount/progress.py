@@ -15,8 +15,13 @@ def progress(items: Iterable[T], total: int | None = None, description: str = ""
     if os.environ.get("BINCOUNT_NO_PROGRESS"):
         yield from items
         return
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn(), TimeRemainingColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, transient=False) as bar:
         task = bar.add_task(description, total=total)
         for item in items:

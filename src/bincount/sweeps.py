@@ -40,10 +40,18 @@ def read_trials(sweep_dir: Path, metric: str) -> list[dict]:
         metrics_file = d / METRICS
         m = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
         value = (m.get("best_val") or {}).get(metric)
-        trials.append({"trial": int(d.name), "dir": str(d), "overrides": _overrides(d),
-                       "value": float(value) if value is not None and math.isfinite(value) else None,
-                       "test_acc": m.get("test/acc"), "seconds": m.get("seconds"), "epochs": m.get("epochs"),
-                       "status": "complete" if value is not None else ("no metric" if m else "failed or running")})
+        trials.append(
+            {
+                "trial": int(d.name),
+                "dir": str(d),
+                "overrides": _overrides(d),
+                "value": float(value) if value is not None and math.isfinite(value) else None,
+                "test_acc": m.get("test/acc"),
+                "seconds": m.get("seconds"),
+                "epochs": m.get("epochs"),
+                "status": "complete" if value is not None else ("no metric" if m else "failed or running"),
+            }
+        )
     return trials
 
 
@@ -68,8 +76,13 @@ def sweep_objective(sweep_dir: Path) -> tuple[str, str]:
     raise BincountError(f"{sweep_dir}: no trial saved its config (<n>/.hydra/config.yaml); pass --metric and --mode")
 
 
-def summarize_sweep(sweep_dir: str | Path, metric: str | None = None, mode: str | None = None,
-                    declared: Iterable[str] = (), entry: str = "train.py") -> dict:
+def summarize_sweep(
+    sweep_dir: str | Path,
+    metric: str | None = None,
+    mode: str | None = None,
+    declared: Iterable[str] = (),
+    entry: str = "train.py",
+) -> dict:
     """Write ``sweep_summary.{json,md,png}`` into the sweep folder and return the summary. ``metric`` and
     ``mode`` (max or min) default to the sweep's own."""
     sweep_dir = Path(sweep_dir)
@@ -86,14 +99,23 @@ def summarize_sweep(sweep_dir: str | Path, metric: str | None = None, mode: str 
     best = best_of(mode)(done, key=lambda t: t["value"]) if done else None
     keys = swept_keys(trials, declared)
     summary: dict[str, Any] = {
-        "sweep_dir": str(sweep_dir), "metric": metric, "direction": direction(mode),
-        "swept": keys, "trials": trials, "completed": len(done), "best": None,
+        "sweep_dir": str(sweep_dir),
+        "metric": metric,
+        "direction": direction(mode),
+        "swept": keys,
+        "trials": trials,
+        "completed": len(done),
+        "best": None,
     }
     if best is not None:
         keep = {k: v for k, v in best["overrides"].items() if not k.lstrip("+~").startswith(_SWEEP_KEYS)}
-        summary["best"] = {"trial": best["trial"], "value": best["value"], "dir": best["dir"],
-                           "params": {k: best["overrides"][k] for k in keys},
-                           "command": " ".join(["python", entry] + [shlex.quote(f"{k}={v}") for k, v in keep.items()])}
+        summary["best"] = {
+            "trial": best["trial"],
+            "value": best["value"],
+            "dir": best["dir"],
+            "params": {k: best["overrides"][k] for k in keys},
+            "command": " ".join(["python", entry] + [shlex.quote(f"{k}={v}") for k, v in keep.items()]),
+        }
     optuna_file = sweep_dir / "optimization_results.yaml"
     if optuna_file.is_file():
         summary["optuna"] = OmegaConf.to_container(OmegaConf.load(optuna_file))
@@ -106,20 +128,40 @@ def summarize_sweep(sweep_dir: str | Path, metric: str | None = None, mode: str 
 
 def render_markdown(s: dict) -> str:
     keys = s["swept"]
-    lines = [f"# Sweep {s['sweep_dir']}", "",
-             f"{len(s['trials'])} trials, {s['completed']} completed; {s['direction']} {s['metric']}.", ""]
+    lines = [
+        f"# Sweep {s['sweep_dir']}",
+        "",
+        f"{len(s['trials'])} trials, {s['completed']} completed; {s['direction']} {s['metric']}.",
+        "",
+    ]
     if s["best"]:
         b = s["best"]
-        lines += [f"**Best: trial {b['trial']}**, {s['metric']} = {b['value']:.4f}, with "
-                  + ", ".join(f"`{k}={_short(v)}`" for k, v in b["params"].items()) + ".", "",
-                  "Train and test it:", "", "```bash", b["command"], "```", ""]
-    lines += ["| trial | " + " | ".join([s["metric"], *keys, "seconds", "status"]) + " |",
-              "|---" * (len(keys) + 4) + "|"]
+        lines += [
+            f"**Best: trial {b['trial']}**, {s['metric']} = {b['value']:.4f}, with "
+            + ", ".join(f"`{k}={_short(v)}`" for k, v in b["params"].items())
+            + ".",
+            "",
+            "Train and test it:",
+            "",
+            "```bash",
+            b["command"],
+            "```",
+            "",
+        ]
+    lines += [
+        "| trial | " + " | ".join([s["metric"], *keys, "seconds", "status"]) + " |",
+        "|---" * (len(keys) + 4) + "|",
+    ]
     for t in s["trials"]:
         value = f"{t['value']:.4f}" if t["value"] is not None else "-"
         mark = " **(best)**" if s["best"] and t["trial"] == s["best"]["trial"] else ""
-        cells = [str(t["trial"]) + mark, value, *(_short(t["overrides"].get(k, "")) for k in keys),
-                 f"{t['seconds']:.0f}" if t["seconds"] is not None else "-", t["status"]]
+        cells = [
+            str(t["trial"]) + mark,
+            value,
+            *(_short(t["overrides"].get(k, "")) for k in keys),
+            f"{t['seconds']:.0f}" if t["seconds"] is not None else "-",
+            t["status"],
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

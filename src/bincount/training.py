@@ -36,12 +36,25 @@ def _write_results(results: dict, out: Path, title: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / METRICS).write_text(json.dumps(results, indent=2))
     plot_confusion(results["test/confusion"], results["classes"], out / CONFUSION, title)
-    plot_reliability(results["test/reliability"], out / RELIABILITY, f"{title}: calibration",
-                     results["test/ece"], results["test/ece_uncalibrated"])
-    log.info("test: acc %.3f, rmse %.3f, mae %.3f, ECE %.3f (%.3f before calibration) (n=%d, majority-class "
-             "rate %.3f) -> %s", results["test/acc"], results["test/rmse"], results["test/mae"], results["test/ece"],
-             results["test/ece_uncalibrated"], results["test/images"], results["test/majority_rate"],
-             out / METRICS)
+    plot_reliability(
+        results["test/reliability"],
+        out / RELIABILITY,
+        f"{title}: calibration",
+        results["test/ece"],
+        results["test/ece_uncalibrated"],
+    )
+    log.info(
+        "test: acc %.3f, rmse %.3f, mae %.3f, ECE %.3f (%.3f before calibration) (n=%d, majority-class "
+        "rate %.3f) -> %s",
+        results["test/acc"],
+        results["test/rmse"],
+        results["test/mae"],
+        results["test/ece"],
+        results["test/ece_uncalibrated"],
+        results["test/images"],
+        results["test/majority_rate"],
+        out / METRICS,
+    )
 
 
 def calibrate(trainer: L.Trainer, model: CountingModel, datamodule: L.LightningDataModule, ckpt: str | None) -> dict:
@@ -53,11 +66,14 @@ def calibrate(trainer: L.Trainer, model: CountingModel, datamodule: L.LightningD
     finally:
         model.collecting = False
     report = dict(model.calibration or {})
-    log.info("calibration: temperature %.3f fitted on %d validation images, %s; val ECE %.3f -> %.3f",
-             report.get("val/temperature_fitted", float("nan")),
-             sum(b["images"] for b in report.get("val/reliability", [])),
-             "kept" if model.temperature != 1.0 else "not kept (it did not lower the validation ECE)",
-             report.get("val/ece_uncalibrated", float("nan")), report.get("val/ece", float("nan")))
+    log.info(
+        "calibration: temperature %.3f fitted on %d validation images, %s; val ECE %.3f -> %.3f",
+        report.get("val/temperature_fitted", float("nan")),
+        sum(b["images"] for b in report.get("val/reliability", [])),
+        "kept" if model.temperature != 1.0 else "not kept (it did not lower the validation ECE)",
+        report.get("val/ece_uncalibrated", float("nan")),
+        report.get("val/ece", float("nan")),
+    )
     if ckpt and trainer.is_global_zero:
         write_temperature(ckpt, model.temperature)
     trainer.strategy.barrier()
@@ -113,13 +129,15 @@ def train(cfg: DictConfig) -> float | None:
         results = dict(model.test_results or {})
     results.update({k: v for k, v in calibration.items() if k != "val/reliability"})
     if trainer.is_global_zero:
-        results.update({
-            "best_checkpoint": best,
-            "best_val": {cfg.optimized_metric: float(score) if score is not None else None},
-            "epochs": trainer.current_epoch,
-            "seconds": round(time.time() - started, 1),
-            "data": datamodule.data_summary(),
-        })
+        results.update(
+            {
+                "best_checkpoint": best,
+                "best_val": {cfg.optimized_metric: float(score) if score is not None else None},
+                "epochs": trainer.current_epoch,
+                "seconds": round(time.time() - started, 1),
+                "data": datamodule.data_summary(),
+            }
+        )
         if "test/confusion" in results:
             _write_results(results, out, f"{cfg.model.backbone} test")
         else:
@@ -141,16 +159,20 @@ def resume_split(cfg: DictConfig, ckpt_path: Path) -> list[SplitRow]:
     if stored is None:
         manifest = given or manifest_of_checkpoint(ckpt_path)
         if manifest is None:
-            raise BincountError(f"ckpt_path: {ckpt_path} stores no split and there is no {MANIFEST} in its run "
-                                "folder; pass data.manifest=RUN/split_manifest.csv of the run it came from "
-                                "(a resumed run keeps its split)")
+            raise BincountError(
+                f"ckpt_path: {ckpt_path} stores no split and there is no {MANIFEST} in its run "
+                "folder; pass data.manifest=RUN/split_manifest.csv of the run it came from "
+                "(a resumed run keeps its split)"
+            )
         return read_manifest(manifest)
     if given:
         changed = changed_splits(stored, read_manifest(given))
         if changed:
-            raise BincountError(f"data.manifest: {len(changed)} bins are in another split than in the checkpoint "
-                                f"being resumed ({', '.join(changed[:5])}); a resumed run keeps its split: "
-                                "drop data.manifest")
+            raise BincountError(
+                f"data.manifest: {len(changed)} bins are in another split than in the checkpoint "
+                f"being resumed ({', '.join(changed[:5])}); a resumed run keeps its split: "
+                "drop data.manifest"
+            )
     return stored
 
 
@@ -161,15 +183,18 @@ def evaluate(cfg: DictConfig) -> dict:
     check_config(cfg)
     ckpt = Path(cfg.ckpt_path)
     load_checkpoint(ckpt, "ckpt_path")  # refuses, in one line, a file that would unpickle objects
-    model = CountingModel.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True, pretrained=False,
-                                               weights=None)
+    model = CountingModel.load_from_checkpoint(
+        ckpt, map_location="cpu", weights_only=True, pretrained=False, weights=None
+    )
     out = Path(cfg.paths.output_dir)
     overrides = {"classes": model.classes, "image_size": model.hparams.image_size}
     train_manifest = manifest_of_checkpoint(ckpt)
     if cfg.data.split != "all" and not cfg.data.get("manifest"):
         if train_manifest is None:
-            raise BincountError(f"data.split={cfg.data.split}: no {MANIFEST} in {run_of_checkpoint(ckpt)}; "
-                                "pass data.manifest=PATH or data.split=all")
+            raise BincountError(
+                f"data.split={cfg.data.split}: no {MANIFEST} in {run_of_checkpoint(ckpt)}; "
+                "pass data.manifest=PATH or data.split=all"
+            )
         overrides["manifest"] = str(train_manifest)
     datamodule = instantiate(cfg.data, **overrides)
     trainer: L.Trainer = instantiate(cfg.trainer, logger=False, callbacks=_instantiate_group(cfg.get("callbacks")))
@@ -182,9 +207,12 @@ def evaluate(cfg: DictConfig) -> dict:
         overlap = sorted(r.id for r in datamodule.splits["test"] if r.id in seen)
         results["overlap_with_training"] = len(overlap)
         if overlap:
-            log.warning("%d of %d evaluated images were in the training or validation split of this "
-                        "checkpoint (ids match); their figures are optimistic", len(overlap), results["test/images"])
+            log.warning(
+                "%d of %d evaluated images were in the training or validation split of this "
+                "checkpoint (ids match); their figures are optimistic",
+                len(overlap),
+                results["test/images"],
+            )
     if trainer.is_global_zero:
         _write_results(results, out, f"{model.hparams.backbone} on {Path(cfg.data.root).name}")
     return results
-

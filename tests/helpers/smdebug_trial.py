@@ -22,8 +22,18 @@ from bincount.cli import main as bincount  # noqa: E402
 from bincount.training import train  # noqa: E402
 from conftest import TINY, compose_cfg  # noqa: E402
 
-cfg = compose_cfg("train", TINY + [f"data.root={data_root}", "data.batch_size=10", "trainer.max_epochs=2",
-                                   "logger=csv", "callbacks.debugger.save_interval=2"], Path(run_dir))
+cfg = compose_cfg(
+    "train",
+    TINY
+    + [
+        f"data.root={data_root}",
+        "data.batch_size=10",
+        "trainer.max_epochs=2",
+        "logger=csv",
+        "callbacks.debugger.save_interval=2",
+    ],
+    Path(run_dir),
+)
 train(cfg)
 
 from smdebug import modes  # noqa: E402
@@ -38,12 +48,17 @@ summary = {
     "train_steps": trial.steps(mode=modes.TRAIN),
     "eval_steps": trial.steps(mode=modes.EVAL),
     "loss_name": loss,
-    "train_loss": {s: float(trial.tensor(loss).value(s, mode=modes.TRAIN))
-                   for s in trial.tensor(loss).steps(mode=modes.TRAIN)},
-    "fc_grad_norm": {s: float((trial.tensor(fc_grad).value(s, mode=modes.TRAIN) ** 2).sum() ** 0.5)
-                     for s in trial.tensor(fc_grad).steps(mode=modes.TRAIN)},
-    "fc_weight_norm": {s: float((trial.tensor(fc_weight).value(s, mode=modes.TRAIN) ** 2).sum() ** 0.5)
-                       for s in trial.tensor(fc_weight).steps(mode=modes.TRAIN)},
+    "train_loss": {
+        s: float(trial.tensor(loss).value(s, mode=modes.TRAIN)) for s in trial.tensor(loss).steps(mode=modes.TRAIN)
+    },
+    "fc_grad_norm": {
+        s: float((trial.tensor(fc_grad).value(s, mode=modes.TRAIN) ** 2).sum() ** 0.5)
+        for s in trial.tensor(fc_grad).steps(mode=modes.TRAIN)
+    },
+    "fc_weight_norm": {
+        s: float((trial.tensor(fc_weight).value(s, mode=modes.TRAIN) ** 2).sum() ** 0.5)
+        for s in trial.tensor(fc_weight).steps(mode=modes.TRAIN)
+    },
 }
 tensors = Path(json.loads(Path(config).read_text())["LocalPath"])
 summary["unfinished_files"] = sorted(str(f.relative_to(tensors)) for f in tensors.rglob("*.tmp"))

@@ -12,8 +12,9 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 
-def make_synthetic_abid(root: Path, per_count: int | dict[int, int] = 12, counts=(1, 2, 3, 4, 5), size: int = 48,
-                        seed: int = 0) -> Path:
+def make_synthetic_abid(
+    root: Path, per_count: int | dict[int, int] = 12, counts=(1, 2, 3, 4, 5), size: int = 48, seed: int = 0
+) -> Path:
     """``per_count`` bins of every count in ``counts`` (or ``{count: bins}``); ids 00001, 00002, ... in count
     order. Returns ``root``."""
     sizes = per_count if isinstance(per_count, dict) else {c: per_count for c in counts}
@@ -33,8 +34,9 @@ def make_synthetic_abid(root: Path, per_count: int | dict[int, int] = 12, counts
                 draw.rectangle((x, y, x + side, y + side), fill=tuple(int(v) for v in rng.integers(0, 255, 3)))
             image.save(root / "bin-images" / f"{bin_id}.jpg", quality=90)
             skus = _skus(count, rng)
-            (root / "metadata" / f"{bin_id}.json").write_text(json.dumps(
-                {"BIN_FCSKU_DATA": skus, "EXPECTED_QUANTITY": count}, indent=4))
+            (root / "metadata" / f"{bin_id}.json").write_text(
+                json.dumps({"BIN_FCSKU_DATA": skus, "EXPECTED_QUANTITY": count}, indent=4)
+            )
     return root
 
 
@@ -48,7 +50,14 @@ def _skus(count: int, rng: np.random.Generator) -> dict:
         def inches():
             return {"unit": "IN", "value": float(rng.uniform(1, 12))}
 
-        skus[asin] = {"asin": asin, "name": f"synthetic item {asin}", "normalizedName": f"synthetic item {asin}",
-                      "quantity": q, "weight": {"unit": "pounds", "value": float(rng.uniform(0.1, 3))},
-                      "length": inches(), "width": inches(), "height": inches()}
+        skus[asin] = {
+            "asin": asin,
+            "name": f"synthetic item {asin}",
+            "normalizedName": f"synthetic item {asin}",
+            "quantity": q,
+            "weight": {"unit": "pounds", "value": float(rng.uniform(0.1, 3))},
+            "length": inches(),
+            "width": inches(),
+            "height": inches(),
+        }
     return skus

@@ -15,13 +15,18 @@ from bincount.reports.sizing import load_prices
 
 CLOUDWATCH_NAMESPACE = "/aws/sagemaker/TrainingJobs"
 # CloudWatch metric -> our column. CPU and GPU figures are sums over cores / GPUs (400% = 4 busy cores).
-CLOUDWATCH_METRICS = {"CPUUtilization": "cpu_percent", "MemoryUtilization": "mem_percent",
-                      "DiskUtilization": "disk_percent", "GPUUtilization": "gpu_percent",
-                      "GPUMemoryUtilization": "gpu_mem_percent"}
+CLOUDWATCH_METRICS = {
+    "CPUUtilization": "cpu_percent",
+    "MemoryUtilization": "mem_percent",
+    "DiskUtilization": "disk_percent",
+    "GPUUtilization": "gpu_percent",
+    "GPUMemoryUtilization": "gpu_mem_percent",
+}
 
 
-def fetch_training_utilization(job_name: str, run: str | Path, session=None, prices: str | Path | None = None,
-                               host: int = 1, period_s: int = 60) -> Path:
+def fetch_training_utilization(
+    job_name: str, run: str | Path, session=None, prices: str | Path | None = None, host: int = 1, period_s: int = 60
+) -> Path:
     """Read a training job's instance metrics (published by SageMaker to CloudWatch under
     ``/aws/sagemaker/TrainingJobs``, dimension Host=``JOB/algo-N``) into ``RUN/utilization.{csv,json}``.
     Per-epoch timing written by the in-container monitor into an existing ``utilization.json`` is kept."""
@@ -34,25 +39,41 @@ def fetch_training_utilization(job_name: str, run: str | Path, session=None, pri
     try:
         job = session.client("sagemaker").describe_training_job(TrainingJobName=job_name)
     except (BotoCoreError, ClientError) as e:
-        raise BincountError(f"--sagemaker-job {job_name}: cannot describe the training job ({e}); check the name, "
-                            "region and AWS credentials") from None
+        raise BincountError(
+            f"--sagemaker-job {job_name}: cannot describe the training job ({e}); check the name, "
+            "region and AWS credentials"
+        ) from None
     itype, count = job["ResourceConfig"]["InstanceType"], job["ResourceConfig"].get("InstanceCount", 1)
     spec = load_prices(prices)["instances"].get(itype, {})
     start = job.get("TrainingStartTime") or job["CreationTime"]
     end = (job.get("TrainingEndTime") or datetime.now(timezone.utc)) + timedelta(minutes=5)
-    queries = [{"Id": f"{stat.lower()}{i}", "ReturnData": True,
-                "MetricStat": {"Metric": {"Namespace": CLOUDWATCH_NAMESPACE, "MetricName": metric,
-                                          "Dimensions": [{"Name": "Host", "Value": f"{job_name}/algo-{host}"}]},
-                               "Period": period_s, "Stat": stat}}
-               for i, metric in enumerate(CLOUDWATCH_METRICS) for stat in ("Average", "Maximum")]
+    queries = [
+        {
+            "Id": f"{stat.lower()}{i}",
+            "ReturnData": True,
+            "MetricStat": {
+                "Metric": {
+                    "Namespace": CLOUDWATCH_NAMESPACE,
+                    "MetricName": metric,
+                    "Dimensions": [{"Name": "Host", "Value": f"{job_name}/algo-{host}"}],
+                },
+                "Period": period_s,
+                "Stat": stat,
+            },
+        }
+        for i, metric in enumerate(CLOUDWATCH_METRICS)
+        for stat in ("Average", "Maximum")
+    ]
     series: dict[str, dict] = {}
     paginator = session.client("cloudwatch").get_paginator("get_metric_data")
     for page in paginator.paginate(MetricDataQueries=queries, StartTime=start - timedelta(minutes=1), EndTime=end):
         for res in page["MetricDataResults"]:
             series.setdefault(res["Id"], {}).update(zip(res["Timestamps"], res["Values"]))
     if not any(series.values()):
-        raise BincountError(f"--sagemaker-job {job_name}: CloudWatch has no instance metrics for host "
-                            f"{job_name}/algo-{host} between {start} and {end}")
+        raise BincountError(
+            f"--sagemaker-job {job_name}: CloudWatch has no instance metrics for host "
+            f"{job_name}/algo-{host} between {start} and {end}"
+        )
     vcpus, n_gpus = spec.get("vcpus"), spec.get("gpus") or 0
     scale = {"cpu_percent": vcpus or 1, "gpu_percent": max(n_gpus, 1), "gpu_mem_percent": max(n_gpus, 1)}
     times = sorted({ts for i in range(len(CLOUDWATCH_METRICS)) for ts in series.get(f"average{i}", {})})
@@ -79,15 +100,26 @@ def fetch_training_utilization(job_name: str, run: str | Path, session=None, pri
     write_csv(rows, run / UTILIZATION_CSV)
     previous = json.loads((run / UTILIZATION_JSON).read_text()) if (run / UTILIZATION_JSON).is_file() else {}
     gpus = [{"name": spec.get("gpu") or "GPU", "mem_total_gb": spec.get("gpu_mem_gb")}] * n_gpus
-    (run / UTILIZATION_JSON).write_text(json.dumps({
-        "source": f"CloudWatch {CLOUDWATCH_NAMESPACE} ({job_name}/algo-{host} of {count})",
-        "interval_s": period_s,
-        "duration_s": rows[-1]["t"] + period_s if rows else 0.0,
-        "billable_s": job.get("BillableTimeInSeconds"),
-        "machine": {"hostname": f"{job_name}/algo-{host}", "instance_type": itype, "cpus": vcpus,
-                    "cpus_usable": vcpus, "mem_total_gb": spec.get("mem_gb"), "gpus": gpus},
-        "summary": summarize(rows),
-        "peaks": peaks,
-        "timing": previous.get("timing", {}),
-    }, indent=2))
+    (run / UTILIZATION_JSON).write_text(
+        json.dumps(
+            {
+                "source": f"CloudWatch {CLOUDWATCH_NAMESPACE} ({job_name}/algo-{host} of {count})",
+                "interval_s": period_s,
+                "duration_s": rows[-1]["t"] + period_s if rows else 0.0,
+                "billable_s": job.get("BillableTimeInSeconds"),
+                "machine": {
+                    "hostname": f"{job_name}/algo-{host}",
+                    "instance_type": itype,
+                    "cpus": vcpus,
+                    "cpus_usable": vcpus,
+                    "mem_total_gb": spec.get("mem_gb"),
+                    "gpus": gpus,
+                },
+                "summary": summarize(rows),
+                "peaks": peaks,
+                "timing": previous.get("timing", {}),
+            },
+            indent=2,
+        )
+    )
     return run / UTILIZATION_JSON

@@ -30,8 +30,10 @@ PLACEHOLDER_ACCOUNT = "000000000000"
 CODE, OUTPUT, CHECKPOINTS, DATA, MODELS = "code", "output", "checkpoints", "data/abid", "models"
 # what a training job runs: this entry point at the root of its source dir, with the package beside it
 ENTRY_POINT = "sagemaker_train.py"
-ENTRY_SOURCE = ('"""Entry point of a bincount SageMaker training job (written by bincount.aws.sagemaker_job)."""\n'
-                "from bincount.launch.sagemaker_entry import main\n\nmain()\n")
+ENTRY_SOURCE = (
+    '"""Entry point of a bincount SageMaker training job (written by bincount.aws.sagemaker_job)."""\n'
+    "from bincount.launch.sagemaker_entry import main\n\nmain()\n"
+)
 REQUIREMENTS = "sagemaker_requirements.txt"  # beside bincount.launch.sagemaker_entry
 
 
@@ -53,8 +55,10 @@ def import_sdk():
         import sagemaker
         from sagemaker.pytorch import PyTorch  # noqa: F401  (gone in SDK v3)
     except ImportError:
-        raise BincountError("SageMaker commands need the SageMaker Python SDK v2 (v3 has no estimators): "
-                            "pip install 'bincount[sagemaker]'") from None
+        raise BincountError(
+            "SageMaker commands need the SageMaker Python SDK v2 (v3 has no estimators): "
+            "pip install 'bincount[sagemaker]'"
+        ) from None
     return sagemaker
 
 
@@ -64,9 +68,17 @@ class SageMakerSession:
     ``dry_run`` needs no credentials: the account, the default bucket and the role become placeholders.
     ``keys`` and ``dry_run_key`` say where these settings live in the config, for error messages."""
 
-    def __init__(self, region: str | None = None, role: str | None = None, bucket: str | None = None,
-                 prefix: str = "bincount", dry_run: bool = False, sdk_telemetry: bool = False, keys: str = "",
-                 dry_run_key: str = "dry_run"):
+    def __init__(
+        self,
+        region: str | None = None,
+        role: str | None = None,
+        bucket: str | None = None,
+        prefix: str = "bincount",
+        dry_run: bool = False,
+        sdk_telemetry: bool = False,
+        keys: str = "",
+        dry_run_key: str = "dry_run",
+    ):
         import boto3
 
         self.boto = boto3.Session(region_name=region or boto3.Session().region_name or "us-east-1")
@@ -75,8 +87,10 @@ class SageMakerSession:
         self.dry_run, self.sdk_telemetry, self.keys = dry_run, sdk_telemetry, keys
         self.has_credentials = self.boto.get_credentials() is not None
         if not self.has_credentials and not dry_run:
-            raise BincountError("no AWS credentials found; run `aws configure` (or set AWS_PROFILE), or preview "
-                                f"the requests with {dry_run_key}=true")
+            raise BincountError(
+                "no AWS credentials found; run `aws configure` (or set AWS_PROFILE), or preview "
+                f"the requests with {dry_run_key}=true"
+            )
 
     def client(self, service: str):
         """A boto3 client; endpoints follow the AWS config (e.g. AWS_ENDPOINT_URL)."""
@@ -93,7 +107,8 @@ class SageMakerSession:
         if not self.sdk_telemetry:
             sdk_config.setdefault("SchemaVersion", "1.0")
             sdk_config.setdefault("SageMaker", {}).setdefault("PythonSDK", {}).setdefault("Modules", {})[
-                "TelemetryOptOut"] = True
+                "TelemetryOptOut"
+            ] = True
         return sagemaker.Session(boto_session=self.boto, default_bucket=self.bucket_name, sagemaker_config=sdk_config)
 
     @cached_property
@@ -105,8 +120,9 @@ class SageMakerSession:
         except Exception as e:  # expired or wrong credentials
             if self.dry_run:
                 return PLACEHOLDER_ACCOUNT
-            raise BincountError(f"AWS rejected the credentials ({e}); refresh them (`aws sso login`, "
-                                "`aws configure`)") from None
+            raise BincountError(
+                f"AWS rejected the credentials ({e}); refresh them (`aws sso login`, `aws configure`)"
+            ) from None
 
     @cached_property
     def bucket_name(self) -> str:
@@ -123,9 +139,13 @@ class SageMakerSession:
             s3.head_bucket(Bucket=name)
         except ClientError as e:
             if e.response.get("Error", {}).get("Code") not in ("404", "NoSuchBucket"):
-                raise BincountError(f"bucket {name}: {e.response.get('Error', {}).get('Code')} (it may belong to "
-                                    f"another account); set {self.keys}bucket=NAME") from None
-            where = {} if self.region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": self.region}}
+                raise BincountError(
+                    f"bucket {name}: {e.response.get('Error', {}).get('Code')} (it may belong to "
+                    f"another account); set {self.keys}bucket=NAME"
+                ) from None
+            where = (
+                {} if self.region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": self.region}}
+            )
             s3.create_bucket(Bucket=name, **where)
             log.info("created bucket %s", name)
         return name
@@ -141,9 +161,11 @@ class SageMakerSession:
 
                 return get_execution_role()
             except Exception:
-                raise BincountError(f"{self.keys}role: set {self.keys}role=arn:aws:iam::ACCOUNT:role/NAME (or "
-                                    "SAGEMAKER_ROLE), a role SageMaker can assume; see README 'Training on "
-                                    "SageMaker'") from None
+                raise BincountError(
+                    f"{self.keys}role: set {self.keys}role=arn:aws:iam::ACCOUNT:role/NAME (or "
+                    "SAGEMAKER_ROLE), a role SageMaker can assume; see README 'Training on "
+                    "SageMaker'"
+                ) from None
         return f"arn:aws:iam::{self.account}:role/SageMakerExecutionRole"
 
     # -- the S3 layout ----------------------------------------------------------------------
@@ -189,8 +211,10 @@ class SageMakerSession:
     def placeholders(self) -> str | None:
         """What a dry run's request holds in place of real values, or None."""
         if not self.has_credentials:
-            return (f"no AWS credentials, so account {PLACEHOLDER_ACCOUNT}, the default bucket and the role are "
-                    "placeholders")
+            return (
+                f"no AWS credentials, so account {PLACEHOLDER_ACCOUNT}, the default bucket and the role are "
+                "placeholders"
+            )
         if not self.role:
             return f"the role is a placeholder (set {self.keys}role)"
         return None
@@ -215,15 +239,23 @@ def pack_source(dest: Path) -> Path:
 
     def skip(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
         name = info.name
-        if "__pycache__" in name or name.endswith(".pyc") or name == "bincount/conf" or name.startswith("bincount/conf/"):
+        if (
+            "__pycache__" in name
+            or name.endswith(".pyc")
+            or name == "bincount/conf"
+            or name.startswith("bincount/conf/")
+        ):
             return None  # the configs come from bincount.conf (the checkout's conf/), added below
         return info
 
     dest.parent.mkdir(parents=True, exist_ok=True)
     with resources.as_file(package) as pkg, resources.as_file(conf) as cfg, tarfile.open(dest, "w:gz") as tar:
         tar.add(pkg, arcname="bincount", filter=skip)
-        tar.add(cfg, arcname="bincount/conf",
-                filter=lambda i: None if "__pycache__" in i.name or i.name.endswith(".pyc") else i)
+        tar.add(
+            cfg,
+            arcname="bincount/conf",
+            filter=lambda i: None if "__pycache__" in i.name or i.name.endswith(".pyc") else i,
+        )
         tar.add(Path(pkg) / "launch" / REQUIREMENTS, arcname="requirements.txt")
         data = ENTRY_SOURCE.encode()
         info = tarfile.TarInfo(ENTRY_POINT)

@@ -57,11 +57,15 @@ class LocalDebugger(L.Callback):
 
     # -- resuming: the rules' memory travels in checkpoints, the records stay in files --------------
     def state_dict(self) -> dict:
-        return {"step": self._trainer.global_step if self._trainer is not None else 0,
-                "records_dir": str(self.output_dir.resolve()), "records_from_step": self.records_from_step,
-                "train_losses": list(self.train_losses), "since_eval": list(self._since_eval),
-                "fired": {k: dict(v) for k, v in self.fired.items()},
-                "rules": {r.name: r.state() for r in self.rules}}
+        return {
+            "step": self._trainer.global_step if self._trainer is not None else 0,
+            "records_dir": str(self.output_dir.resolve()),
+            "records_from_step": self.records_from_step,
+            "train_losses": list(self.train_losses),
+            "since_eval": list(self._since_eval),
+            "fired": {k: dict(v) for k, v in self.fired.items()},
+            "rules": {r.name: r.state() for r in self.rules},
+        }
 
     def load_state_dict(self, state_dict: dict) -> None:
         self._resumed = dict(state_dict)
@@ -87,12 +91,18 @@ class LocalDebugger(L.Callback):
             source = target if target.is_file() else Path(resumed["records_dir"]) / name
             if not source.is_file():
                 self.records_from_step = int(resumed["step"])
-                log.warning("debugger: the records before step %d (in %s) are not here; the report starts at "
-                            "that step", self.records_from_step, resumed["records_dir"])
+                log.warning(
+                    "debugger: the records before step %d (in %s) are not here; the report starts at that step",
+                    self.records_from_step,
+                    resumed["records_dir"],
+                )
                 target.write_text("")
                 continue
-            kept = [line for line in source.read_text().splitlines()
-                    if line.strip() and _before(json.loads(line), int(resumed["step"]))]
+            kept = [
+                line
+                for line in source.read_text().splitlines()
+                if line.strip() and _before(json.loads(line), int(resumed["step"]))
+            ]
             target.write_text("".join(line + "\n" for line in kept))
 
     # -- recording ----------------------------------------------------------------------------
@@ -150,7 +160,9 @@ class LocalDebugger(L.Callback):
         if not self._active or trainer.sanity_checking or not self._eval_losses:
             return
         for rule in self.rules:
-            self._fire(rule, trainer.global_step, rule.check_eval(trainer.global_step, self._since_eval, self._eval_losses))
+            self._fire(
+                rule, trainer.global_step, rule.check_eval(trainer.global_step, self._since_eval, self._eval_losses)
+            )
         self._since_eval, self._eval_losses = [], []
         self._flush()
 
@@ -181,8 +193,10 @@ class LocalDebugger(L.Callback):
             "collections": list(self.collections),
             "train_steps": len(self.train_losses),
             "records_from_step": self.records_from_step,
-            "rules": {r.name: {"triggered": r.name in self.fired, "params": r.params(), **self.fired.get(r.name, {})}
-                      for r in self.rules},
+            "rules": {
+                r.name: {"triggered": r.name in self.fired, "params": r.params(), **self.fired.get(r.name, {})}
+                for r in self.rules
+            },
         }
 
     def on_fit_end(self, trainer, pl_module) -> None:
@@ -192,6 +206,11 @@ class LocalDebugger(L.Callback):
         report = self.report()
         (self.output_dir / DEBUG_REPORT).write_text(json.dumps(report, indent=2))
         fired = [f"{n} (step {v['first_step']})" for n, v in report["rules"].items() if v["triggered"]]
-        log.info("debugger: %d of %d rules fired%s; report %s", len(fired), len(self.rules),
-                 f": {', '.join(fired)}" if fired else "", self.output_dir / DEBUG_REPORT)
+        log.info(
+            "debugger: %d of %d rules fired%s; report %s",
+            len(fired),
+            len(self.rules),
+            f": {', '.join(fired)}" if fired else "",
+            self.output_dir / DEBUG_REPORT,
+        )
         plot_debug(load_local(self.output_dir), self.output_dir / DEBUG_PLOT)

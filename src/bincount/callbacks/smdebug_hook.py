@@ -38,8 +38,10 @@ class SMDebugHook(L.Callback):
         try:
             import smdebug.pytorch as smd
         except ImportError as e:
-            raise BincountError(f"the job has a SageMaker Debugger config ({self.config_path}) but smdebug does not "
-                                f"import ({e}); install src/bincount/launch/sagemaker_requirements.txt") from None
+            raise BincountError(
+                f"the job has a SageMaker Debugger config ({self.config_path}) but smdebug does not "
+                f"import ({e}); install src/bincount/launch/sagemaker_requirements.txt"
+            ) from None
         self._modes = smd.modes
         self.hook = smd.Hook.create_from_json_file(str(self.config_path))
         # Every submodule's outputs and every parameter's gradient; the step advances with each

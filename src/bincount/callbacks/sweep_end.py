@@ -24,8 +24,10 @@ def check_sweeper_direction(config: DictConfig) -> None:
     wanted = direction(config.optimized_mode)
     given = config.hydra.sweeper.get("direction")
     if given is not None and str(given).lower() != wanted:
-        raise BincountError(f"hydra.sweeper.direction={given} disagrees with optimized_mode={config.optimized_mode}; "
-                            "set optimized_mode (checkpointing, sweepers and summaries all follow it)")
+        raise BincountError(
+            f"hydra.sweeper.direction={given} disagrees with optimized_mode={config.optimized_mode}; "
+            "set optimized_mode (checkpointing, sweepers and summaries all follow it)"
+        )
 
 
 class SweepSummary(Callback):
@@ -42,8 +44,14 @@ class SweepSummary(Callback):
         summary = summarize_sweep(sweep_dir, config.optimized_metric, config.optimized_mode, declared)
         best = summary["best"]
         if best:
-            log.info("sweep: best trial %d, %s = %.4f, %s -> %s", best["trial"], summary["metric"], best["value"],
-                     best["params"], sweep_dir / f"{SWEEP_SUMMARY}.md")
+            log.info(
+                "sweep: best trial %d, %s = %.4f, %s -> %s",
+                best["trial"],
+                summary["metric"],
+                best["value"],
+                best["params"],
+                sweep_dir / f"{SWEEP_SUMMARY}.md",
+            )
         else:
             log.warning("sweep: no trial completed; see %s", sweep_dir)
 

@@ -73,8 +73,14 @@ class SystemMonitor(L.Callback):
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._set_phase("train")
         now = self._now()
-        self._epoch = {"epoch": trainer.current_epoch, "start": now, "steps": 0, "data_s": 0.0,
-                       "compute_s": 0.0, "val_s": 0.0}
+        self._epoch = {
+            "epoch": trainer.current_epoch,
+            "start": now,
+            "steps": 0,
+            "data_s": 0.0,
+            "compute_s": 0.0,
+            "val_s": 0.0,
+        }
         self._last = now
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
@@ -128,22 +134,31 @@ class SystemMonitor(L.Callback):
         total = {k: sum(e[k] for e in self.epochs) for k in ("total_s", "data_s", "compute_s", "val_s", "other_s")}
         steps = sum(e["steps"] for e in self.epochs)
         busy = total["data_s"] + total["compute_s"]
-        return {"epochs": self.epochs, "steps": steps, **{k: round(v, 3) for k, v in total.items()},
-                "test_s": round(self.test_s, 3),
-                "data_share": round(total["data_s"] / busy, 4) if busy else None,
-                "step_s": round(busy / steps, 4) if steps else None}
+        return {
+            "epochs": self.epochs,
+            "steps": steps,
+            **{k: round(v, 3) for k, v in total.items()},
+            "test_s": round(self.test_s, 3),
+            "data_share": round(total["data_s"] / busy, 4) if busy else None,
+            "step_s": round(busy / steps, 4) if steps else None,
+        }
 
     def write(self, node_rank: int = 0) -> Path:
         suffix = "" if node_rank == 0 else f"-node{node_rank}"
         rows = self.sampler.rows if self.sampler else []
         write_csv(rows, self.output_dir / UTILIZATION_CSV.replace(".csv", f"{suffix}.csv"))
         out = self.output_dir / UTILIZATION_JSON.replace(".json", f"{suffix}.json")
-        out.write_text(json.dumps({
-            "source": "bincount system monitor",
-            "interval_s": self.interval_s,
-            "duration_s": rows[-1]["t"] if rows else 0.0,
-            "machine": self.machine,
-            "summary": summarize(rows),
-            "timing": self.timing(),
-        }, indent=2))
+        out.write_text(
+            json.dumps(
+                {
+                    "source": "bincount system monitor",
+                    "interval_s": self.interval_s,
+                    "duration_s": rows[-1]["t"] if rows else 0.0,
+                    "machine": self.machine,
+                    "summary": summarize(rows),
+                    "timing": self.timing(),
+                },
+                indent=2,
+            )
+        )
         return out

@@ -22,18 +22,51 @@ COMMANDS = {
     "scan": ("bincount.cli.data_commands", "read an ABID-layout folder: usable images per count and what is skipped"),
     "download": ("bincount.cli.data_commands", "fetch ABID images and metadata from S3 into an ABID-layout folder"),
     "eda": ("bincount.cli.data_commands", "report on a dataset folder: counts, image sizes, SKUs, weights, dimensions"),
-    "prepare": ("bincount.cli.data_commands", "resize an ABID folder once and write the train/valid/test split folders"),
-    "upload": ("bincount.cli.data_commands", "sync a prepared dataset folder to s3://bucket/prefix (SageMaker channels)"),
+    "prepare": (
+        "bincount.cli.data_commands",
+        "resize an ABID folder once and write the train/valid/test split folders",
+    ),
+    "upload": (
+        "bincount.cli.data_commands",
+        "sync a prepared dataset folder to s3://bucket/prefix (SageMaker channels)",
+    ),
     "predict": ("bincount.cli.model_commands", "count the items in images, folders or s3:// URIs; write CSV or JSON"),
-    "reconcile": ("bincount.cli.model_commands", "compare predicted counts with expected quantities: match, mismatch or needs-audit"),
-    "serve": ("bincount.cli.model_commands", "serve a model over HTTP as a SageMaker container does (/ping, /invocations)"),
-    "loadtest": ("bincount.cli.model_commands", "a bounded load test of a local inference server: latency and throughput"),
-    "export": ("bincount.cli.model_commands", "export a checkpoint for serving: safetensors + JSON, ONNX, SageMaker tarball"),
-    "deploy": ("bincount.cli.model_commands", "create a SageMaker endpoint (real-time or serverless): KEY=VALUE overrides of conf/deploy.yaml"),
-    "delete-endpoint": ("bincount.cli.model_commands", "delete a SageMaker endpoint, its endpoint config and its models"),
-    "debug-report": ("bincount.cli.report_commands", "plot losses and per-layer weight/gradient statistics of a run or smdebug trial"),
-    "cost-report": ("bincount.cli.report_commands", "utilization, time per epoch and the cheapest fitting SageMaker instance of a run"),
-    "sweep-summary": ("bincount.cli.report_commands", "(re)write the trial table and best overrides of a multirun folder"),
+    "reconcile": (
+        "bincount.cli.model_commands",
+        "compare predicted counts with expected quantities: match, mismatch or needs-audit",
+    ),
+    "serve": (
+        "bincount.cli.model_commands",
+        "serve a model over HTTP as a SageMaker container does (/ping, /invocations)",
+    ),
+    "loadtest": (
+        "bincount.cli.model_commands",
+        "a bounded load test of a local inference server: latency and throughput",
+    ),
+    "export": (
+        "bincount.cli.model_commands",
+        "export a checkpoint for serving: safetensors + JSON, ONNX, SageMaker tarball",
+    ),
+    "deploy": (
+        "bincount.cli.model_commands",
+        "create a SageMaker endpoint (real-time or serverless): KEY=VALUE overrides of conf/deploy.yaml",
+    ),
+    "delete-endpoint": (
+        "bincount.cli.model_commands",
+        "delete a SageMaker endpoint, its endpoint config and its models",
+    ),
+    "debug-report": (
+        "bincount.cli.report_commands",
+        "plot losses and per-layer weight/gradient statistics of a run or smdebug trial",
+    ),
+    "cost-report": (
+        "bincount.cli.report_commands",
+        "utilization, time per epoch and the cheapest fitting SageMaker instance of a run",
+    ),
+    "sweep-summary": (
+        "bincount.cli.report_commands",
+        "(re)write the trial table and best overrides of a multirun folder",
+    ),
 }
 HYDRA_APPS = ("train", "eval")  # modules with a Hydra main(): they parse their own command line
 

@@ -13,8 +13,9 @@ def _scan(args: argparse.Namespace) -> int:
     from bincount.data.records import class_counts, read_abid
 
     records, report = read_abid(args.root, args.classes, args.file_list, check_images=not args.no_check)
-    print(json.dumps({"images": len(records), "per_count": class_counts(records), "skipped": report.summary()},
-                     indent=2))
+    print(
+        json.dumps({"images": len(records), "per_count": class_counts(records), "skipped": report.summary()}, indent=2)
+    )
     return 0
 
 
@@ -48,8 +49,19 @@ def _prepare(args: argparse.Namespace) -> int:
     from bincount.data.prepare import prepare
     from bincount.layout import MANIFEST
 
-    r = prepare(args.src, args.out, args.size, args.format, args.classes, args.file_list, args.split, args.ratios,
-                args.seed, args.quality, args.workers)
+    r = prepare(
+        args.src,
+        args.out,
+        args.size,
+        args.format,
+        args.classes,
+        args.file_list,
+        args.split,
+        args.ratios,
+        args.seed,
+        args.quality,
+        args.workers,
+    )
     done = f"{r['resized']} resized, {r['unchanged']} unchanged"
     rate = f" ({r['images_per_s']} images/s on {r['workers']} workers)" if r["images_per_s"] else ""
     print(f"prepared {sum(r['images'].values())} images in {args.out}: {done} in {r['seconds']} s{rate}")
@@ -66,8 +78,9 @@ def _upload(args: argparse.Namespace) -> int:
     summary = upload(args.local, args.uri, workers=args.workers, delete=args.delete, client=client)
     lines = summary.lines()
     if summary.extra.get("remote_only"):
-        lines.append(f"{summary.extra['remote_only']} object(s) under {args.uri} have no local file "
-                     "(--delete removes them)")
+        lines.append(
+            f"{summary.extra['remote_only']} object(s) under {args.uri} have no local file (--delete removes them)"
+        )
     elif summary.extra.get("deleted"):
         lines.append(f"deleted {summary.extra['deleted']} object(s) that have no local file")
     print("\n".join(lines))
@@ -89,24 +102,50 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_scan)
 
     p = sub.add_parser("download", help="fetch ABID images and metadata from S3 into an ABID-layout folder")
-    p.add_argument("dest", nargs="?", default=train.data_dir,
-                   help=f"destination folder (default: the one training reads, {train.data_dir})")
+    p.add_argument(
+        "dest",
+        nargs="?",
+        default=train.data_dir,
+        help=f"destination folder (default: the one training reads, {train.data_dir})",
+    )
     subset = p.add_mutually_exclusive_group()
-    subset.add_argument("--file-list", help="Udacity-format file_list.json of the ids to fetch "
-                                            "(default: the 10,441-image subset shipped with bincount)")
-    subset.add_argument("--count-per-class", type=int, metavar="N",
-                        help="instead of a list, draw N bins of each count at random from the bucket's metadata")
-    p.add_argument("--classes", type=counts, help=f"counts to fetch, {list_help} (default: all listed; with "
-                                                  f"--count-per-class training's data.classes, {train.classes})")
-    p.add_argument("--seed", type=int, default=train.seed, help="seed of the --count-per-class draw (default: "
-                                                                 f"training's, {train.seed})")
+    subset.add_argument(
+        "--file-list",
+        help="Udacity-format file_list.json of the ids to fetch "
+        "(default: the 10,441-image subset shipped with bincount)",
+    )
+    subset.add_argument(
+        "--count-per-class",
+        type=int,
+        metavar="N",
+        help="instead of a list, draw N bins of each count at random from the bucket's metadata",
+    )
+    p.add_argument(
+        "--classes",
+        type=counts,
+        help=f"counts to fetch, {list_help} (default: all listed; with "
+        f"--count-per-class training's data.classes, {train.classes})",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=train.seed,
+        help=f"seed of the --count-per-class draw (default: training's, {train.seed})",
+    )
     p.add_argument("--bucket", default=default(download.download, "bucket"))
     p.add_argument("--endpoint-url", help="an S3-compatible server (default: AWS_ENDPOINT_URL_S3, else AWS)")
-    p.add_argument("--signed", action="store_true", help="sign requests with your credentials (a private mirror); "
-                                                         "the public bucket needs none")
+    p.add_argument(
+        "--signed",
+        action="store_true",
+        help="sign requests with your credentials (a private mirror); the public bucket needs none",
+    )
     p.add_argument("--workers", type=int, default=default(download.download, "workers"), help="parallel transfers")
-    p.add_argument("--attempts", type=int, default=default(s3.s3_client, "attempts"),
-                   help="tries per request (botocore's standard retry mode: backoff, throttling)")
+    p.add_argument(
+        "--attempts",
+        type=int,
+        default=default(s3.s3_client, "attempts"),
+        help="tries per request (botocore's standard retry mode: backoff, throttling)",
+    )
     p.set_defaults(func=_download)
 
     p = sub.add_parser("eda", help="report on a dataset folder: counts, image sizes, SKUs, weights, dimensions")
@@ -118,19 +157,35 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("prepare", help="resize an ABID folder once and write the train/valid/test split folders")
     p.add_argument("src", help="an ABID-layout folder (e.g. the originals `bincount download` fetched)")
     p.add_argument("out", help="output folder (a data.root for training, or a folder to upload)")
-    p.add_argument("--size", type=int, default=train.image_size,
-                   help=f"storage size in pixels, square (default: training's data.image_size, {train.image_size})")
-    p.add_argument("--format", choices=prepare.FORMATS, default=default(prepare.prepare, "fmt"),
-                   help="jpeg: split/count folders of JPEGs; packed: one memory-mapped uint8 array")
+    p.add_argument(
+        "--size",
+        type=int,
+        default=train.image_size,
+        help=f"storage size in pixels, square (default: training's data.image_size, {train.image_size})",
+    )
+    p.add_argument(
+        "--format",
+        choices=prepare.FORMATS,
+        default=default(prepare.prepare, "fmt"),
+        help="jpeg: split/count folders of JPEGs; packed: one memory-mapped uint8 array",
+    )
     p.add_argument("--classes", type=counts, help=f"counts to keep, {list_help} (default: all)")
     p.add_argument("--file-list", help="Udacity-format file_list.json restricting the ids")
-    p.add_argument("--split", choices=split.STRATEGIES, default=train.split,
-                   help=f"default: training's data.split, {train.split}")
-    p.add_argument("--ratios", type=float, nargs=3, default=list(train.ratios), metavar=("TRAIN", "VALID", "TEST"),
-                   help=f"default: training's data.ratios, {' '.join(map(str, train.ratios))}")
+    p.add_argument(
+        "--split", choices=split.STRATEGIES, default=train.split, help=f"default: training's data.split, {train.split}"
+    )
+    p.add_argument(
+        "--ratios",
+        type=float,
+        nargs=3,
+        default=list(train.ratios),
+        metavar=("TRAIN", "VALID", "TEST"),
+        help=f"default: training's data.ratios, {' '.join(map(str, train.ratios))}",
+    )
     p.add_argument("--seed", type=int, default=train.seed, help=f"default: training's, {train.seed}")
-    p.add_argument("--quality", type=int, default=default(prepare.prepare, "quality"),
-                   help="JPEG quality of the stored images")
+    p.add_argument(
+        "--quality", type=int, default=default(prepare.prepare, "quality"), help="JPEG quality of the stored images"
+    )
     p.add_argument("--workers", type=int, help="processes (default: every core)")
     p.set_defaults(func=_prepare)
 
@@ -140,6 +195,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--endpoint-url", help="an S3-compatible server (default: AWS_ENDPOINT_URL_S3, else AWS)")
     p.add_argument("--delete", action="store_true", help="also delete objects under the prefix with no local file")
     p.add_argument("--workers", type=int, default=default(upload.upload, "workers"), help="parallel transfers")
-    p.add_argument("--attempts", type=int, default=default(s3.s3_client, "attempts"),
-                   help="tries per request (botocore's standard retry mode: backoff, throttling)")
+    p.add_argument(
+        "--attempts",
+        type=int,
+        default=default(s3.s3_client, "attempts"),
+        help="tries per request (botocore's standard retry mode: backoff, throttling)",
+    )
     p.set_defaults(func=_upload)

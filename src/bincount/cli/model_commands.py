@@ -14,8 +14,9 @@ def _predict(args: argparse.Namespace) -> int:
     from bincount.data.images import IMAGE_SUFFIXES
     from bincount.predict import predict
 
-    predictions, summary = predict(args.model, args.images, args.out, args.backend, args.split, args.manifest,
-                                   args.batch_size, args.workers)
+    predictions, summary = predict(
+        args.model, args.images, args.out, args.backend, args.split, args.manifest, args.batch_size, args.workers
+    )
     if not args.quiet:
         for p in predictions:
             print(f"{p.id}\t{p.count}\t{p.confidence:.3f}")
@@ -23,12 +24,17 @@ def _predict(args: argparse.Namespace) -> int:
     for image, reason in skipped.items():
         print(f"skipped {image}: {reason}", file=sys.stderr)
     if ignored:
-        print(f"ignored {len(ignored)} file(s) whose names are not images' (hidden, or not "
-              f"{'/'.join(IMAGE_SUFFIXES)}): {', '.join(ignored[:5])}{' ...' if len(ignored) > 5 else ''}",
-              file=sys.stderr)
+        print(
+            f"ignored {len(ignored)} file(s) whose names are not images' (hidden, or not "
+            f"{'/'.join(IMAGE_SUFFIXES)}): {', '.join(ignored[:5])}{' ...' if len(ignored) > 5 else ''}",
+            file=sys.stderr,
+        )
     if summary["duplicate_ids"]:
-        print(f"warning: {len(summary['duplicate_ids'])} id(s) predicted from more than one image (same file name): "
-              f"{', '.join(summary['duplicate_ids'][:10])}; reconcile decides such a bin once", file=sys.stderr)
+        print(
+            f"warning: {len(summary['duplicate_ids'])} id(s) predicted from more than one image (same file name): "
+            f"{', '.join(summary['duplicate_ids'][:10])}; reconcile decides such a bin once",
+            file=sys.stderr,
+        )
     print(json.dumps(summary), file=sys.stderr)
     if not predictions:
         print(f"error: no image could be read, so {summary['out']} holds no predictions", file=sys.stderr)
@@ -63,7 +69,10 @@ def _reconcile(args: argparse.Namespace) -> int:
         threshold = Threshold(args.threshold, None, None, None)
     elif args.calibration:
         calibration, calibration_problems = unique_predictions(read_predictions(args.calibration))
-        for reason, ids in calibration_problems.errors.items():  # left out of the calibration, not an error of today's bins
+        for (
+            reason,
+            ids,
+        ) in calibration_problems.errors.items():  # left out of the calibration, not an error of today's bins
             problems.note(f"calibration: {reason} (left out)", ids)
         for reason, ids in calibration_problems.notes.items():
             problems.note(f"calibration: {reason}", ids)
@@ -72,12 +81,17 @@ def _reconcile(args: argparse.Namespace) -> int:
         else:
             threshold = calibrate(calibration, args.target_precision, args.z)
     else:
-        raise BincountError("give --threshold T, or --calibration VAL_PREDICTIONS (with --target-precision) "
-                            "to choose one on validation data")
+        raise BincountError(
+            "give --threshold T, or --calibration VAL_PREDICTIONS (with --target-precision) "
+            "to choose one on validation data"
+        )
     undecidable = problems.undecidable()
-    decisions, unmatched = reconcile([p for p in predictions if p.id not in undecidable],
-                                     {i: e for i, e in expected.items() if i not in undecidable}, threshold.threshold,
-                                     record_model)
+    decisions, unmatched = reconcile(
+        [p for p in predictions if p.id not in undecidable],
+        {i: e for i, e in expected.items() if i not in undecidable},
+        threshold.threshold,
+        record_model,
+    )
     photographed = {p.id for p in predictions} | set(problems.errors.get(CONFLICTING_PREDICTIONS, []))
     decisions = add_undecided(decisions, unmatched, problems, photographed, expected)
     out = write_decisions(decisions, Path(args.out))
@@ -86,23 +100,31 @@ def _reconcile(args: argparse.Namespace) -> int:
     if args.summary:
         Path(args.summary).write_text(json.dumps(summary, indent=2))
     to_check = [d for d in decisions if d.decision != MATCH]
-    why = (f"threshold {threshold.threshold:.3f}" if threshold.threshold <= 1 else
-           "no confidence met the target precision on the calibration set, so every bin goes to a person")
+    why = (
+        f"threshold {threshold.threshold:.3f}"
+        if threshold.threshold <= 1
+        else "no confidence met the target precision on the calibration set, so every bin goes to a person"
+    )
     print(f"{len(to_check)} of {len(decisions)} bins to check ({why}):")
     for d in to_check[: args.show]:
         if d.decision == NOT_DECIDED:
             print(f"  {d.bin_id}\t{d.decision}\t{d.problem}")
             continue
-        print(f"  {d.bin_id}\t{d.decision}\texpected {d.expected_count}, predicted {d.predicted_count} "
-              f"({d.confidence:.2f})\t{d.reason}\t{d.sku_names[:60]}")
+        print(
+            f"  {d.bin_id}\t{d.decision}\texpected {d.expected_count}, predicted {d.predicted_count} "
+            f"({d.confidence:.2f})\t{d.reason}\t{d.sku_names[:60]}"
+        )
     if len(to_check) > args.show:
         print(f"  ... and {len(to_check) - args.show} more in {out}")
     print(json.dumps(summary, indent=2), file=sys.stderr)
     for line in problems.lines():
         print(line, file=sys.stderr)
     if problems.errors:  # the decisions of the other bins are written; these inputs must be fixed
-        print(f"error: incomplete: {sum(map(len, problems.errors.values()))} input row(s) could not be used "
-              f"(listed above and in the summary's input_problems)", file=sys.stderr)
+        print(
+            f"error: incomplete: {sum(map(len, problems.errors.values()))} input row(s) could not be used "
+            f"(listed above and in the summary's input_problems)",
+            file=sys.stderr,
+        )
         return 1
     return 0
 
@@ -110,8 +132,9 @@ def _reconcile(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from bincount.serve.export import export_model
 
-    written = export_model(args.model, args.out, onnx=args.onnx, parity_images=args.parity_images,
-                           sagemaker=args.sagemaker)
+    written = export_model(
+        args.model, args.out, onnx=args.onnx, parity_images=args.parity_images, sagemaker=args.sagemaker
+    )
     print(json.dumps(written, indent=2))
     return 0
 
@@ -125,10 +148,16 @@ def _serve(args: argparse.Namespace) -> int:
 
     os.environ["BINCOUNT_MAX_IMAGES"] = str(args.max_images)  # the handler's limit, as in a container
     model = load_predictor(args.model, args.backend)
-    server = InferenceServer((args.host, args.port), BatchingPredictor(model, args.max_batch, args.max_wait_ms),
-                             int(args.max_body_mb * 1024 * 1024))
-    print(f"serving {args.model} ({model.backend}, counts {model.classes}) on {server.url}: "
-          "GET /ping, POST /invocations; Ctrl-C stops", flush=True)
+    server = InferenceServer(
+        (args.host, args.port),
+        BatchingPredictor(model, args.max_batch, args.max_wait_ms),
+        int(args.max_body_mb * 1024 * 1024),
+    )
+    print(
+        f"serving {args.model} ({model.backend}, counts {model.classes}) on {server.url}: "
+        "GET /ping, POST /invocations; Ctrl-C stops",
+        flush=True,
+    )
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -159,8 +188,11 @@ def _deploy(args: argparse.Namespace) -> int:
     if cfg.dry_run:
         print("dry run: nothing was uploaded or created", file=sys.stderr)
     else:
-        print(f"endpoint {cfg.name}: {plan['EndpointStatus']}; invoke it with content type image/jpeg, "
-              f"delete it with `bincount delete-endpoint {cfg.name}`", file=sys.stderr)
+        print(
+            f"endpoint {cfg.name}: {plan['EndpointStatus']}; invoke it with content type image/jpeg, "
+            f"delete it with `bincount delete-endpoint {cfg.name}`",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -186,28 +218,55 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="predictions.csv", help="CSV, or JSON when it ends in .json")
     p.add_argument("--batch-size", type=int, default=default(predict.predict, "batch_size"))
     p.add_argument("--workers", type=int, default=default(predict.predict, "workers"), help="threads decoding images")
-    p.add_argument("--split", choices=["train", "val", "test"],
-                   help="only the images of this split of the checkpoint's training run")
+    p.add_argument(
+        "--split",
+        choices=["train", "val", "test"],
+        help="only the images of this split of the checkpoint's training run",
+    )
     p.add_argument("--manifest", help="split_manifest.csv for --split (default: the one beside the checkpoint)")
     p.add_argument("--quiet", action="store_true", help="do not print one line per image")
     p.set_defaults(func=_predict)
 
-    p = sub.add_parser("reconcile", help="compare predicted counts with expected quantities: match, "
-                                         "mismatch or needs-audit per bin")
+    p = sub.add_parser(
+        "reconcile", help="compare predicted counts with expected quantities: match, mismatch or needs-audit per bin"
+    )
     p.add_argument("predictions", help="predictions CSV/JSON written by `bincount predict`")
-    p.add_argument("--expected", nargs="+", required=True,
-                   help="CSV (bin_id,expected_count[,sku_names]), ABID metadata JSON files, or folders of them")
-    p.add_argument("--threshold", type=float, help="confidence (or P(record right) with --record-error-rate) "
-                                                   "below which a bin goes to a person")
-    p.add_argument("--record-error-rate", type=float, default=None,
-                   help="share of records that are wrong (from past audits): decide on P(record right | photo)")
-    p.add_argument("--record-error-spread", type=int, default=2,
-                   help="a wrong record is off by 1 to this many items (with --record-error-rate)")
+    p.add_argument(
+        "--expected",
+        nargs="+",
+        required=True,
+        help="CSV (bin_id,expected_count[,sku_names]), ABID metadata JSON files, or folders of them",
+    )
+    p.add_argument(
+        "--threshold",
+        type=float,
+        help="confidence (or P(record right) with --record-error-rate) below which a bin goes to a person",
+    )
+    p.add_argument(
+        "--record-error-rate",
+        type=float,
+        default=None,
+        help="share of records that are wrong (from past audits): decide on P(record right | photo)",
+    )
+    p.add_argument(
+        "--record-error-spread",
+        type=int,
+        default=2,
+        help="a wrong record is off by 1 to this many items (with --record-error-rate)",
+    )
     p.add_argument("--calibration", help="validation predictions (with true_count) to choose the threshold on")
-    p.add_argument("--target-precision", type=float, default=0.95,
-                   help="accuracy the auto-verified counts must reach on the calibration set")
-    p.add_argument("--z", type=float, default=1.645,
-                   help="its Wilson lower bound at this z must reach the target (0: the plain proportion)")
+    p.add_argument(
+        "--target-precision",
+        type=float,
+        default=0.95,
+        help="accuracy the auto-verified counts must reach on the calibration set",
+    )
+    p.add_argument(
+        "--z",
+        type=float,
+        default=1.645,
+        help="its Wilson lower bound at this z must reach the target (0: the plain proportion)",
+    )
     p.add_argument("--out", default="decisions.csv")
     p.add_argument("--summary", help="also write the summary JSON here")
     p.add_argument("--show", type=int, default=20, help="bins to list on screen")
@@ -217,8 +276,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", help="RUN/checkpoints/best.ckpt (or an exported folder)")
     p.add_argument("--out", required=True, help="folder to write the exported model into")
     p.add_argument("--onnx", action="store_true", help="also write model.onnx and check it against PyTorch")
-    p.add_argument("--parity-images", nargs="+", metavar="PATH",
-                   help="images or folders for the ONNX parity check (default: random inputs)")
+    p.add_argument(
+        "--parity-images",
+        nargs="+",
+        metavar="PATH",
+        help="images or folders for the ONNX parity check (default: random inputs)",
+    )
     p.add_argument("--sagemaker", action="store_true", help="also write model.tar.gz for a SageMaker endpoint")
     p.set_defaults(func=_export)
 
@@ -227,13 +290,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", choices=BACKENDS, default=default(predict.predict, "backend"))
     p.add_argument("--host", default=default(server.start_server, "host"))
     p.add_argument("--port", type=int, default=8080, help="SageMaker containers listen on 8080")
-    p.add_argument("--max-body-mb", type=float, default=default(server.start_server, "max_body_bytes") / 2**20,
-                   help="larger bodies get 413")
+    p.add_argument(
+        "--max-body-mb",
+        type=float,
+        default=default(server.start_server, "max_body_bytes") / 2**20,
+        help="larger bodies get 413",
+    )
     p.add_argument("--max-images", type=int, default=handler.MAX_IMAGES, help="images per JSON request; more get 413")
-    p.add_argument("--max-batch", type=int, default=default(server.start_server, "max_batch"),
-                   help="images per forward pass across concurrent requests")
-    p.add_argument("--max-wait-ms", type=float, default=default(server.start_server, "max_wait_ms"),
-                   help="how long a pass waits for more requests (0: take what is queued)")
+    p.add_argument(
+        "--max-batch",
+        type=int,
+        default=default(server.start_server, "max_batch"),
+        help="images per forward pass across concurrent requests",
+    )
+    p.add_argument(
+        "--max-wait-ms",
+        type=float,
+        default=default(server.start_server, "max_wait_ms"),
+        help="how long a pass waits for more requests (0: take what is queued)",
+    )
     p.set_defaults(func=_serve)
 
     p = sub.add_parser("loadtest", help="a bounded load test of a local inference server: latency and throughput")
@@ -244,9 +319,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--distinct", type=int, default=64, help="how many different images to cycle through")
     p.set_defaults(func=_loadtest)
 
-    p = sub.add_parser("deploy", help="create a SageMaker endpoint (real-time or serverless) for a model; "
-                                      "KEY=VALUE overrides of conf/deploy.yaml")
-    p.add_argument("overrides", nargs="*", help="e.g. artifact=RUN/checkpoints/best.ckpt endpoint=serverless dry_run=true")
+    p = sub.add_parser(
+        "deploy",
+        help="create a SageMaker endpoint (real-time or serverless) for a model; "
+        "KEY=VALUE overrides of conf/deploy.yaml",
+    )
+    p.add_argument(
+        "overrides", nargs="*", help="e.g. artifact=RUN/checkpoints/best.ckpt endpoint=serverless dry_run=true"
+    )
     p.set_defaults(func=_deploy)
 
     p = sub.add_parser("delete-endpoint", help="delete a SageMaker endpoint, its endpoint config and its models")

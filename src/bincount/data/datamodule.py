@@ -68,8 +68,9 @@ class BinDataModule(L.LightningDataModule):
     ):
         super().__init__()
         if not root:
-            raise BincountError("data.root is empty: set data.root=DIR (an ABID-layout folder), "
-                                "or run `bincount download` first")
+            raise BincountError(
+                "data.root is empty: set data.root=DIR (an ABID-layout folder), or run `bincount download` first"
+            )
         classes = sorted(int(c) for c in classes)
         if not classes or len(set(classes)) != len(classes):
             raise BincountError(f"data.classes: need distinct counts, got {list(classes)}")
@@ -88,8 +89,10 @@ class BinDataModule(L.LightningDataModule):
         # image_size) yields whole uint8 batches, augmented and normalised on the model's device.
         self.packed = False
         self.memory: tuple | None = None  # in memory: (images array, id -> row)
-        self.batch_transforms = {"train": train_batch_transform(image_size, **self.augment),
-                                 "eval": eval_batch_transform(image_size, eval_crop_pct)}
+        self.batch_transforms = {
+            "train": train_batch_transform(image_size, **self.augment),
+            "eval": eval_batch_transform(image_size, eval_crop_pct),
+        }
 
     # -- records and split ------------------------------------------------------------------
     def prepare_data(self) -> None:
@@ -108,8 +111,10 @@ class BinDataModule(L.LightningDataModule):
         else:
             records, self.report = read_abid(self.root, self.classes, self.file_list, self.check_images)
         if not records:
-            raise BincountError(f"data.root: no usable labelled images with counts {self.classes} in {self.root}; "
-                                f"skipped: {self.report.summary()}")
+            raise BincountError(
+                f"data.root: no usable labelled images with counts {self.classes} in {self.root}; "
+                f"skipped: {self.report.summary()}"
+            )
         if self.fixed_split is not None or self.manifest:
             if self.fixed_split is not None:
                 self.splits, misfits = apply_split(records, self.fixed_split, "the split of the resumed run")
@@ -144,10 +149,12 @@ class BinDataModule(L.LightningDataModule):
             return
         changed = changed_splits([tuple(r) for r in stored], split_rows(self.splits))
         if changed:
-            raise BincountError(f"resume: {len(changed)} bins are in another split than in the checkpoint "
-                                f"({', '.join(changed[:5])}); a resumed run keeps its split: resume with "
-                                "`python train.py ckpt_path=CKPT`, or pass "
-                                "fixed_split=BinDataModule.split_in_checkpoint(ckpt)")
+            raise BincountError(
+                f"resume: {len(changed)} bins are in another split than in the checkpoint "
+                f"({', '.join(changed[:5])}); a resumed run keeps its split: resume with "
+                "`python train.py ckpt_path=CKPT`, or pass "
+                "fixed_split=BinDataModule.split_in_checkpoint(ckpt)"
+            )
 
     @classmethod
     def split_in_checkpoint(cls, checkpoint: dict) -> list[SplitRow] | None:
@@ -159,10 +166,16 @@ class BinDataModule(L.LightningDataModule):
         summary = self.data_summary()
         skipped = summary["skipped"]
         where = Path(self.output_dir) / DATA_REPORT if self.output_dir else None
-        log.info("data: %s: %s images (train/val/test %s)%s", self.root, sum(summary["images"].values()),
-                 "/".join(str(n) for n in summary["images"].values()),
-                 f"; skipped {skipped['total']} ({', '.join(f'{n} {r}' for r, n in skipped['by_reason'].items())}), "
-                 f"listed in {where or 'the data report'}" if skipped["total"] else "")
+        log.info(
+            "data: %s: %s images (train/val/test %s)%s",
+            self.root,
+            sum(summary["images"].values()),
+            "/".join(str(n) for n in summary["images"].values()),
+            f"; skipped {skipped['total']} ({', '.join(f'{n} {r}' for r, n in skipped['by_reason'].items())}), "
+            f"listed in {where or 'the data report'}"
+            if skipped["total"]
+            else "",
+        )
         if not self.output_dir or (self.trainer is not None and not self.trainer.is_global_zero):
             return
         out = Path(self.output_dir)
@@ -193,18 +206,26 @@ class BinDataModule(L.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         ds = self.dataset(split)
         if not len(ds):
-            raise BincountError(f"data: the {split} split is empty (data.split={self.split}, "
-                                f"data.limit_per_class={self.limit_per_class}); use more images or other ratios")
+            raise BincountError(
+                f"data: the {split} split is empty (data.split={self.split}, "
+                f"data.limit_per_class={self.limit_per_class}); use more images or other ratios"
+            )
         sampler = None
         if not shuffle and self.trainer is not None and self.trainer.world_size > 1:
             sampler = UnpaddedDistributedSampler(ds, self.trainer.world_size, self.trainer.global_rank, shuffle=False)
-        return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, sampler=sampler,
-                          num_workers=self.num_workers,
-                          pin_memory=self.pin_memory, persistent_workers=self.num_workers > 0,
-                          # training drops a last partial batch: static shapes for torch.compile, and
-                          # never a batch of one for BatchNorm
-                          drop_last=shuffle and len(ds) > self.batch_size,
-                          collate_fn=keep_batch if self.batched else None)
+        return DataLoader(
+            ds,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+            # training drops a last partial batch: static shapes for torch.compile, and
+            # never a batch of one for BatchNorm
+            drop_last=shuffle and len(ds) > self.batch_size,
+            collate_fn=keep_batch if self.batched else None,
+        )
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         """Packed and in-memory batches reach the model's device as uint8: augment (when training) and

@@ -11,8 +11,9 @@ from bincount.data.records import BinRecord
 
 
 class BinImageDataset(Dataset):
-    def __init__(self, records: Sequence[BinRecord], classes: Sequence[int], transform: Callable,
-                 decode_size: int | None = None):
+    def __init__(
+        self, records: Sequence[BinRecord], classes: Sequence[int], transform: Callable, decode_size: int | None = None
+    ):
         self.records = list(records)
         self.index = {c: i for i, c in enumerate(classes)}
         self.transform = transform

@@ -96,8 +96,13 @@ def fetch(client, bucket: str, key: str, target: Path) -> int | None:
     return size
 
 
-def download(dest: str | Path, ids: Mapping[str, int] | Sequence[str], bucket: str = DEFAULT_BUCKET, client=None,
-             workers: int = 32) -> TransferSummary:
+def download(
+    dest: str | Path,
+    ids: Mapping[str, int] | Sequence[str],
+    bucket: str = DEFAULT_BUCKET,
+    client=None,
+    workers: int = 32,
+) -> TransferSummary:
     """Fetch ``bin-images/<id>.jpg`` and ``metadata/<id>.json`` of every id into ``dest``."""
     dest = Path(dest)
     client = client or s3_client(unsigned=True, workers=workers)
@@ -108,10 +113,17 @@ def download(dest: str | Path, ids: Mapping[str, int] | Sequence[str], bucket: s
     for sub in (IMAGE_DIR, METADATA_DIR):
         (dest / sub).mkdir(parents=True, exist_ok=True)
         remove_stale_temps(dest / sub)
-    summary = TransferSummary("fetched", extra={"source": f"s3://{bucket}", "endpoint": client.meta.endpoint_url,
-                                                "ids": len(ids)})
-    transfer_all(keys, str, lambda key: fetch(client, bucket, key, dest / key), summary, workers,
-                 f"downloading {len(ids)} bins to {dest}")
+    summary = TransferSummary(
+        "fetched", extra={"source": f"s3://{bucket}", "endpoint": client.meta.endpoint_url, "ids": len(ids)}
+    )
+    transfer_all(
+        keys,
+        str,
+        lambda key: fetch(client, bucket, key, dest / key),
+        summary,
+        workers,
+        f"downloading {len(ids)} bins to {dest}",
+    )
     (dest / REPORT_NAME).write_text(json.dumps({**summary.to_dict(), "complete": summary.ok}, indent=2))
     return summary
 
@@ -122,16 +134,24 @@ def _listed_ids(client, bucket: str, scan: Path) -> list[str]:
     cache = scan / "ids.txt"
     if cache.exists():
         return cache.read_text().split()
-    ids = sorted(Path(o["Key"]).stem for o in list_objects(client, bucket, f"{METADATA_DIR}/")
-                 if o["Key"].endswith(".json"))
+    ids = sorted(
+        Path(o["Key"]).stem for o in list_objects(client, bucket, f"{METADATA_DIR}/") if o["Key"].endswith(".json")
+    )
     scan.mkdir(parents=True, exist_ok=True)
     with atomic_write(cache) as tmp:
         tmp.write_text("\n".join(ids))
     return ids
 
 
-def draw_stratified(dest: str | Path, classes: Sequence[int], per_class: int, bucket: str = DEFAULT_BUCKET,
-                    client=None, seed: int = 42, workers: int = 32) -> dict[str, int]:
+def draw_stratified(
+    dest: str | Path,
+    classes: Sequence[int],
+    per_class: int,
+    bucket: str = DEFAULT_BUCKET,
+    client=None,
+    seed: int = 42,
+    workers: int = 32,
+) -> dict[str, int]:
     """Up to ``per_class`` ids of each count, read from the bucket's metadata in a seeded random
     order; writes the choice as ``<dest>/file_list.json`` (Udacity format) and returns it."""
     dest, scan = Path(dest), Path(dest) / SCAN_DIR
@@ -153,7 +173,7 @@ def draw_stratified(dest: str | Path, classes: Sequence[int], per_class: int, bu
     chosen: dict[int, list[str]] = {c: [] for c in classes}
     unreadable = 0
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        batches = (order[i:i + 8 * workers] for i in range(0, len(order), 8 * workers))
+        batches = (order[i : i + 8 * workers] for i in range(0, len(order), 8 * workers))
         counts = (c for batch in batches for c in pool.map(count_of, batch))
         for bin_id, count in progress(zip(order, counts), total=len(order), description="reading bucket metadata"):
             unreadable += count is None
@@ -162,11 +182,15 @@ def draw_stratified(dest: str | Path, classes: Sequence[int], per_class: int, bu
                 if all(len(v) >= per_class for v in chosen.values()):
                     break
     if unreadable:
-        log.warning("download: %d metadata file(s) could not be read while drawing the subset; they were passed over",
-                    unreadable)
+        log.warning(
+            "download: %d metadata file(s) could not be read while drawing the subset; they were passed over",
+            unreadable,
+        )
     for c, got in chosen.items():
         if len(got) < per_class:
-            log.warning("download: only %d bins with count %d in s3://%s (asked for %d)", len(got), c, bucket, per_class)
+            log.warning(
+                "download: only %d bins with count %d in s3://%s (asked for %d)", len(got), c, bucket, per_class
+            )
     doc = {str(c): [f"{METADATA_DIR}/{i}.json" for i in sorted(v)] for c, v in chosen.items()}
     dest.mkdir(parents=True, exist_ok=True)
     (dest / "file_list.json").write_text(json.dumps(doc, indent=1))
@@ -186,14 +210,20 @@ def ensure_dataset(root: str | Path, file_list: str | Path | None = None) -> Non
     if has_metadata and (not report.exists() or json.loads(report.read_text()).get("complete")):
         return
     ids = subset_ids(file_list)
-    log.info("data.root %s holds no dataset yet: downloading %d bins from s3://%s (data.download_to=null turns "
-             "this off)", root, len(ids), DEFAULT_BUCKET)
+    log.info(
+        "data.root %s holds no dataset yet: downloading %d bins from s3://%s (data.download_to=null turns this off)",
+        root,
+        len(ids),
+        DEFAULT_BUCKET,
+    )
     how = "point data.root at an ABID-layout folder (e.g. data.root=../shared/abid/dev-224)"
     try:
         summary = download(root, ids)
     except Unreachable as e:
-        raise BincountError(f"no dataset in {root} and it cannot be downloaded ({e.cause}); {how}, or run "
-                            "`bincount download` where there is internet") from None
+        raise BincountError(
+            f"no dataset in {root} and it cannot be downloaded ({e.cause}); {how}, or run "
+            "`bincount download` where there is internet"
+        ) from None
     except BincountError as e:
         raise BincountError(f"no dataset in {root} and downloading one failed ({e}); {how}") from None
     for line in summary.lines():

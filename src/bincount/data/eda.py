@@ -32,9 +32,15 @@ def _stats(values) -> dict | None:
     if not v.size:
         return None
     q = np.percentile(v, [0, 25, 50, 75, 100])
-    return {"n": int(v.size), "mean": round(float(v.mean()), 3), "min": round(float(q[0]), 3),
-            "p25": round(float(q[1]), 3), "median": round(float(q[2]), 3), "p75": round(float(q[3]), 3),
-            "max": round(float(q[4]), 3)}
+    return {
+        "n": int(v.size),
+        "mean": round(float(v.mean()), 3),
+        "min": round(float(q[0]), 3),
+        "p25": round(float(q[1]), 3),
+        "median": round(float(q[2]), 3),
+        "p75": round(float(q[3]), 3),
+        "max": round(float(q[4]), 3),
+    }
 
 
 def _bin_weight(r: BinRecord) -> float | None:
@@ -48,8 +54,11 @@ def summarise(root: str | Path, file_list: str | Path | None = None, workers: in
     """The summary of a folder, and the raw series the plots draw."""
     records, report = read_abid(root, None, file_list, check_images=False)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        sizes = list(progress(pool.map(_image_size, [r.image for r in records]), total=len(records),
-                              description="reading image sizes"))
+        sizes = list(
+            progress(
+                pool.map(_image_size, [r.image for r in records]), total=len(records), description="reading image sizes"
+            )
+        )
     skus = [s for r in records for s in r.skus]
     series = {
         "count": [r.count for r in records],
@@ -119,8 +128,12 @@ def plot(series: dict, out: Path) -> list[Path]:
     fig, ax = plt.subplots(figsize=(5, 4))
     sizes = Counter(series["size"])
     if sizes:
-        ax.scatter([w for w, _ in sizes], [h for _, h in sizes],
-                   s=[10 + 200 * n / max(sizes.values()) for n in sizes.values()], alpha=0.6)
+        ax.scatter(
+            [w for w, _ in sizes],
+            [h for _, h in sizes],
+            s=[10 + 200 * n / max(sizes.values()) for n in sizes.values()],
+            alpha=0.6,
+        )
     ax.set(xlabel="width (px)", ylabel="height (px)", title="image sizes (area ~ number of images)")
     save("image_sizes.png", fig)
 
@@ -143,18 +156,32 @@ def plot(series: dict, out: Path) -> list[Path]:
 
 
 def _markdown(summary: dict, plots: list[Path]) -> str:
-    lines = [f"# Dataset report: {summary['root']}", "",
-             f"{summary['bins']} bins, {summary['skus']} SKU entries ({summary['distinct_asins']} distinct ASINs); "
-             f"skipped: {summary['skipped'] or 'none'}; unreadable images: {summary['unreadable_images']}.", "",
-             "| count | images |", "|---:|---:|"]
+    lines = [
+        f"# Dataset report: {summary['root']}",
+        "",
+        f"{summary['bins']} bins, {summary['skus']} SKU entries ({summary['distinct_asins']} distinct ASINs); "
+        f"skipped: {summary['skipped'] or 'none'}; unreadable images: {summary['unreadable_images']}.",
+        "",
+        "| count | images |",
+        "|---:|---:|",
+    ]
     lines += [f"| {k} | {v} |" for k, v in summary["images_per_count"].items()]
     lines += ["", "| measure | n | mean | min | p25 | median | p75 | max |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for key in ("items_per_bin", "distinct_skus_per_bin", "sku_weight_lb", "bin_weight_lb", "sku_longest_side_in",
-                "sku_volume_in3"):
+    for key in (
+        "items_per_bin",
+        "distinct_skus_per_bin",
+        "sku_weight_lb",
+        "bin_weight_lb",
+        "sku_longest_side_in",
+        "sku_volume_in3",
+    ):
         s = summary[key]
         if s:
-            lines.append(f"| {key} | " + " | ".join(str(s[k]) for k in ("n", "mean", "min", "p25", "median", "p75",
-                                                                         "max")) + " |")
+            lines.append(
+                f"| {key} | "
+                + " | ".join(str(s[k]) for k in ("n", "mean", "min", "p25", "median", "p75", "max"))
+                + " |"
+            )
     lines += ["", "Most common image sizes: " + ", ".join(f"{k} ({v})" for k, v in summary["image_sizes"].items()), ""]
     lines += [f"![{p.stem}]({p.name})" for p in plots]
     return "\n".join(lines) + "\n"

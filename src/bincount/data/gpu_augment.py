@@ -25,9 +25,15 @@ def _per_image(values: torch.Tensor) -> torch.Tensor:
     return values.view(-1, 1, 1, 1)
 
 
-def geometry(x: torch.Tensor, angle: torch.Tensor, flip_x: torch.Tensor, flip_y: torch.Tensor,
-             transpose: torch.Tensor | None = None, zoom: torch.Tensor | None = None,
-             shift: torch.Tensor | None = None) -> torch.Tensor:
+def geometry(
+    x: torch.Tensor,
+    angle: torch.Tensor,
+    flip_x: torch.Tensor,
+    flip_y: torch.Tensor,
+    transpose: torch.Tensor | None = None,
+    zoom: torch.Tensor | None = None,
+    shift: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Move each image's content in one nearest-neighbour resampling (torchvision's default for
     rotation and affine), corners filled with black: ``transpose`` swaps its axes (with the two flips,
     all eight symmetries of the square), then it is mirrored where ``flip_x`` / ``flip_y`` are true,
@@ -57,8 +63,14 @@ def geometry(x: torch.Tensor, angle: torch.Tensor, flip_x: torch.Tensor, flip_y:
     return F.grid_sample(x, torch.stack([gx, gy], -1), mode="nearest", padding_mode="zeros", align_corners=False)
 
 
-def color_jitter_(x: torch.Tensor, brightness: torch.Tensor, contrast: torch.Tensor, saturation: torch.Tensor,
-                  gray_weights: torch.Tensor, top: float = 255.0) -> torch.Tensor:
+def color_jitter_(
+    x: torch.Tensor,
+    brightness: torch.Tensor,
+    contrast: torch.Tensor,
+    saturation: torch.Tensor,
+    gray_weights: torch.Tensor,
+    top: float = 255.0,
+) -> torch.Tensor:
     """torchvision's brightness, contrast and saturation adjustments with per-image factors, in place
     on floats in [0, top]: each blends with black, the image's mean grey, and its own greyscale
     (``gray_weights``: the luma weights as a 1 x 3 x 1 x 1 tensor on x's device)."""
@@ -78,11 +90,25 @@ class BatchTransform:
     the division by 255, and every step after the resampling works in place: on a CPU the cost is
     memory traffic, so fewer passes and fresh allocations is what makes it fast."""
 
-    def __init__(self, image_size: int, rotation: float = 0.0, hflip: float = 0.0, vflip: float = 0.0,
-                 color_jitter: float = 0.0, transpose: float = 0.0, zoom_out: float = 0.0,
-                 crop_pct: float = 1.0, cpu_chunk: int = 8):
+    def __init__(
+        self,
+        image_size: int,
+        rotation: float = 0.0,
+        hflip: float = 0.0,
+        vflip: float = 0.0,
+        color_jitter: float = 0.0,
+        transpose: float = 0.0,
+        zoom_out: float = 0.0,
+        crop_pct: float = 1.0,
+        cpu_chunk: int = 8,
+    ):
         self.image_size, self.crop_pct = int(image_size), float(crop_pct)
-        self.rotation, self.hflip, self.vflip, self.jitter = float(rotation), float(hflip), float(vflip), float(color_jitter)
+        self.rotation, self.hflip, self.vflip, self.jitter = (
+            float(rotation),
+            float(hflip),
+            float(vflip),
+            float(color_jitter),
+        )
         self.transpose, self.zoom_out = float(transpose), float(zoom_out)
         self.cpu_chunk = cpu_chunk  # on a CPU, a few images at a time stay in cache
         self._constants: dict[torch.device, tuple[torch.Tensor, ...]] = {}
@@ -98,8 +124,10 @@ class BatchTransform:
     def _on(self, device: torch.device) -> tuple[torch.Tensor, ...]:
         """Mean, std (both x 255) and luma weights on ``device``, made once: no copy to it per batch."""
         if device not in self._constants:
-            self._constants[device] = tuple(torch.tensor(v, device=device).mul_(k).view(1, 3, 1, 1)
-                                            for v, k in ((IMAGENET_MEAN, 255), (IMAGENET_STD, 255), (_GRAY, 1)))
+            self._constants[device] = tuple(
+                torch.tensor(v, device=device).mul_(k).view(1, 3, 1, 1)
+                for v, k in ((IMAGENET_MEAN, 255), (IMAGENET_STD, 255), (_GRAY, 1))
+            )
         return self._constants[device]
 
     def _resize(self, x: torch.Tensor) -> torch.Tensor:
@@ -110,7 +138,7 @@ class BatchTransform:
             x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
         if size != self.image_size:
             top = (size - self.image_size) // 2
-            x = x[..., top:top + self.image_size, top:top + self.image_size]
+            x = x[..., top : top + self.image_size, top : top + self.image_size]
         return x
 
     def _augment(self, x: torch.Tensor, gray_weights: torch.Tensor) -> torch.Tensor:
@@ -129,8 +157,14 @@ class BatchTransform:
             x = color_jitter_(x, b, c, s, gray_weights)
         return x
 
-    def _transform(self, x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, gray_weights: torch.Tensor,
-                   out: torch.Tensor | None = None) -> torch.Tensor:
+    def _transform(
+        self,
+        x: torch.Tensor,
+        mean: torch.Tensor,
+        std: torch.Tensor,
+        gray_weights: torch.Tensor,
+        out: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         x = self._resize(x.float())
         if self.augments:
             x = self._augment(x, gray_weights)
@@ -151,8 +185,15 @@ class BatchTransform:
         return out
 
 
-def train_batch_transform(image_size: int, rotation: float = 15.0, hflip: float = 0.5, vflip: float = 0.5,
-                          color_jitter: float = 0.2, transpose: float = 0.0, zoom_out: float = 0.0) -> BatchTransform:
+def train_batch_transform(
+    image_size: int,
+    rotation: float = 15.0,
+    hflip: float = 0.5,
+    vflip: float = 0.5,
+    color_jitter: float = 0.2,
+    transpose: float = 0.0,
+    zoom_out: float = 0.0,
+) -> BatchTransform:
     """The batched twin of ``transforms.train_transform`` (same arguments, so ``data.augment`` fits both)."""
     return BatchTransform(image_size, rotation, hflip, vflip, color_jitter, transpose, zoom_out)
 

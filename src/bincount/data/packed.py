@@ -44,27 +44,36 @@ def _decode(record: BinRecord, resize: v2.Resize) -> np.ndarray:
     return np.asarray(resize(load_rgb(record.image, resize.size[0])), dtype=np.uint8)
 
 
-def decoded_rows(records: Sequence[BinRecord], image_size: int, workers: int | None = None,
-                 chunk: int = 512) -> Iterator[np.ndarray]:
+def decoded_rows(
+    records: Sequence[BinRecord], image_size: int, workers: int | None = None, chunk: int = 512
+) -> Iterator[np.ndarray]:
     """Each record's image decoded and resized to ``image_size`` square, as uint8 H x W x 3, in order;
     decoded in threads a chunk at a time, so memory stays bounded on a dataset of any size."""
     resize = v2.Resize((image_size, image_size), antialias=True)
     with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool:
         for start in range(0, len(records), chunk):
-            yield from pool.map(lambda r: _decode(r, resize), records[start:start + chunk])
+            yield from pool.map(lambda r: _decode(r, resize), records[start : start + chunk])
 
 
 def decode_in_memory(records: Sequence[BinRecord], image_size: int) -> np.ndarray:
     """Every record's image as one N x S x S x 3 uint8 array in memory (the in-memory data path)."""
     images = np.empty((len(records), image_size, image_size, 3), dtype=np.uint8)
     rows = decoded_rows(records, image_size)
-    for i, row in enumerate(progress(rows, total=len(records), description=f"decoding {len(records)} images into memory")):
+    for i, row in enumerate(
+        progress(rows, total=len(records), description=f"decoding {len(records)} images into memory")
+    ):
         images[i] = row
     return images
 
 
-def write_packed(records: Sequence[BinRecord], out: str | Path, image_size: int = 224,
-                 report: SkipReport | None = None, source: str = "", workers: int | None = None) -> Path:
+def write_packed(
+    records: Sequence[BinRecord],
+    out: str | Path,
+    image_size: int = 224,
+    report: SkipReport | None = None,
+    source: str = "",
+    workers: int | None = None,
+) -> Path:
     """Decode and resize every record's image to ``image_size`` x ``image_size`` and write a packed
     folder at ``out``. ``report`` (what the reader skipped) is kept in the index so a training run on
     the packed folder still reports it. Files appear complete or not at all (written, then renamed)."""
@@ -76,8 +85,9 @@ def write_packed(records: Sequence[BinRecord], out: str | Path, image_size: int 
     out.mkdir(parents=True, exist_ok=True)
     records = sorted(records, key=lambda r: r.id)
     tmp_images = out / f".{IMAGES_NAME}.{os.getpid()}.tmp"
-    images = np.lib.format.open_memmap(tmp_images, mode="w+", dtype=np.uint8,
-                                       shape=(len(records), image_size, image_size, 3))
+    images = np.lib.format.open_memmap(
+        tmp_images, mode="w+", dtype=np.uint8, shape=(len(records), image_size, image_size, 3)
+    )
     try:
         rows = decoded_rows(records, image_size, workers)
         for i, row in enumerate(progress(rows, total=len(records), description=f"packing {len(records)} images")):
@@ -87,17 +97,28 @@ def write_packed(records: Sequence[BinRecord], out: str | Path, image_size: int 
         os.replace(tmp_images, out / IMAGES_NAME)
     finally:
         tmp_images.unlink(missing_ok=True)
-    index = {"format": FORMAT, "version": VERSION, "image_size": image_size, "source": str(source),
-             "ids": [r.id for r in records], "counts": [int(r.count) for r in records],
-             "skipped": (report or SkipReport()).skipped}
+    index = {
+        "format": FORMAT,
+        "version": VERSION,
+        "image_size": image_size,
+        "source": str(source),
+        "ids": [r.id for r in records],
+        "counts": [int(r.count) for r in records],
+        "skipped": (report or SkipReport()).skipped,
+    }
     tmp_index = out / f".{INDEX_NAME}.{os.getpid()}.tmp"
     tmp_index.write_text(json.dumps(index))
     os.replace(tmp_index, out / INDEX_NAME)
     return out
 
 
-def pack_abid(root: str | Path, out: str | Path, image_size: int = 224, classes: Sequence[int] | None = None,
-              file_list: str | Path | None = None) -> Path:
+def pack_abid(
+    root: str | Path,
+    out: str | Path,
+    image_size: int = 224,
+    classes: Sequence[int] | None = None,
+    file_list: str | Path | None = None,
+) -> Path:
     """Pack every usable labelled image of an ABID-layout folder (all counts unless ``classes``)."""
     records, report = read_abid(root, classes, file_list)
     return write_packed(records, out, image_size, report, source=str(root))
@@ -116,8 +137,9 @@ def read_index(root: str | Path) -> dict:
     return index
 
 
-def read_packed(root: str | Path, classes: Sequence[int] | None = None,
-                file_list: str | Path | None = None) -> tuple[list[BinRecord], SkipReport]:
+def read_packed(
+    root: str | Path, classes: Sequence[int] | None = None, file_list: str | Path | None = None
+) -> tuple[list[BinRecord], SkipReport]:
     """Records of a packed folder, filtered as ``read_abid`` filters an ABID folder, with the skip
     report of the packing merged in. A record's ``image`` is the packed file; its row is found by id."""
     index = read_index(root)
@@ -152,12 +174,19 @@ class RowsDataset(Dataset):
     ``collate_fn=keep_batch``): returns a uint8 ``N x 3 x S x S`` tensor in channels_last memory and the
     class indices. ``row_of`` maps a record's id to its row."""
 
-    def __init__(self, images: np.ndarray | None, row_of: dict[str, int], records: Sequence[BinRecord],
-                 classes: Sequence[int], source: str = "the image array"):
+    def __init__(
+        self,
+        images: np.ndarray | None,
+        row_of: dict[str, int],
+        records: Sequence[BinRecord],
+        classes: Sequence[int],
+        source: str = "the image array",
+    ):
         missing = [r.id for r in records if r.id not in row_of]
         if missing:
-            raise BincountError(f"data: {len(missing)} id(s) are not in {source} "
-                                f"(e.g. {missing[0]}); repack it or use its own manifest")
+            raise BincountError(
+                f"data: {len(missing)} id(s) are not in {source} (e.g. {missing[0]}); repack it or use its own manifest"
+            )
         label_of = {c: i for i, c in enumerate(classes)}
         self.rows = np.array([row_of[r.id] for r in records], dtype=np.int64)
         self.labels = np.array([label_of[r.count] for r in records], dtype=np.int64)

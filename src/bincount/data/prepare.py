@@ -97,8 +97,16 @@ def _remove_unwanted(out: Path, wanted: set[Path]) -> int:
     return removed
 
 
-def prepare_jpeg(records: Sequence[BinRecord], splits: dict[str, list[BinRecord]], src: Path, out: Path,
-                 report: SkipReport, size: int, quality: int, workers: int) -> dict:
+def prepare_jpeg(
+    records: Sequence[BinRecord],
+    splits: dict[str, list[BinRecord]],
+    src: Path,
+    out: Path,
+    report: SkipReport,
+    size: int,
+    quality: int,
+    workers: int,
+) -> dict:
     """Write the split folders; returns counts of resized, unchanged and moved images."""
     params = {"format": "jpeg", "size": size, "quality": quality}
     previous, state = _load_state(out, params), {}
@@ -121,8 +129,9 @@ def prepare_jpeg(records: Sequence[BinRecord], splits: dict[str, list[BinRecord]
     if jobs:
         with ProcessPoolExecutor(max_workers=workers) as pool:
             results = pool.map(resize_to_jpeg, [job for _, job in jobs], chunksize=8)
-            for (bin_id, _), problem in zip(jobs, progress(results, total=len(jobs),
-                                                            description=f"resizing {len(jobs)} images")):
+            for (bin_id, _), problem in zip(
+                jobs, progress(results, total=len(jobs), description=f"resizing {len(jobs)} images")
+            ):
                 if problem:
                     report.add(problem, bin_id)
                     failed.add(bin_id)
@@ -151,10 +160,19 @@ def prepare_packed(src: Path, out: Path, size: int, classes, file_list) -> tuple
     return records, report, {"resized": len(records) if repack else 0, "unchanged": 0 if repack else len(records)}
 
 
-def prepare(src: str | Path, out: str | Path, size: int | None = None, fmt: str = "jpeg",
-            classes: Sequence[int] | None = None, file_list: str | Path | None = None, split: str | None = None,
-            ratios: Sequence[float] | None = None, seed: int | None = None, quality: int = 95,
-            workers: int | None = None) -> dict:
+def prepare(
+    src: str | Path,
+    out: str | Path,
+    size: int | None = None,
+    fmt: str = "jpeg",
+    classes: Sequence[int] | None = None,
+    file_list: str | Path | None = None,
+    split: str | None = None,
+    ratios: Sequence[float] | None = None,
+    seed: int | None = None,
+    quality: int = 95,
+    workers: int | None = None,
+) -> dict:
     """Prepare ``src`` (an ABID-layout folder) into ``out``; returns the report it also writes. ``size``,
     ``split``, ``ratios`` and ``seed`` left None are a training run's (conf/train.yaml, conf/data/abid.yaml),
     so the prepared split is the one training would draw from the originals."""
@@ -187,10 +205,14 @@ def prepare(src: str | Path, out: str | Path, size: int | None = None, fmt: str 
     seconds = time.perf_counter() - started
     written = stats["resized"]
     result = {
-        "source": str(src), "format": fmt, "size": size, "workers": workers,
+        "source": str(src),
+        "format": fmt,
+        "size": size,
+        "workers": workers,
         "images": {s: len(splits[s]) for s in SPLITS},
         "per_count": {s: class_counts(splits[s]) for s in SPLITS},
-        **stats, "seconds": round(seconds, 2),
+        **stats,
+        "seconds": round(seconds, 2),
         "images_per_s": round(written / seconds, 1) if written else None,
         "skipped": report.to_dict(),
     }

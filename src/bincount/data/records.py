@@ -65,8 +65,11 @@ class SkipReport:
         return {reason: len(ids) for reason, ids in sorted(self.skipped.items())}
 
     def to_dict(self) -> dict:
-        return {"total": self.total, "by_reason": self.summary(),
-                "ids": {k: sorted(v) for k, v in sorted(self.skipped.items())}}
+        return {
+            "total": self.total,
+            "by_reason": self.summary(),
+            "ids": {k: sorted(v) for k, v in sorted(self.skipped.items())},
+        }
 
 
 def _quantity(value) -> int | None:
@@ -97,13 +100,15 @@ def parse_metadata(meta: dict) -> tuple[int | None, tuple[Sku, ...]]:
             if not isinstance(s, dict):
                 continue
             dims = tuple(_dim(s.get(k)) for k in ("length", "width", "height"))
-            skus.append(Sku(
-                asin=str(s.get("asin", asin)),
-                name=str(s.get("name") or s.get("normalizedName") or ""),
-                quantity=_quantity(s.get("quantity")) or 0,
-                weight_lb=_dim(s.get("weight")),
-                dims_in=dims if all(d is not None for d in dims) else None,
-            ))
+            skus.append(
+                Sku(
+                    asin=str(s.get("asin", asin)),
+                    name=str(s.get("name") or s.get("normalizedName") or ""),
+                    quantity=_quantity(s.get("quantity")) or 0,
+                    weight_lb=_dim(s.get("weight")),
+                    dims_in=dims if all(d is not None for d in dims) else None,
+                )
+            )
     count = _quantity(meta.get("EXPECTED_QUANTITY"))
     if count is None and "EXPECTED_QUANTITY" not in meta and isinstance(sku_data, dict) and skus:
         count = sum(s.quantity for s in skus)
@@ -122,8 +127,7 @@ def load_file_list(path: str | Path) -> dict[str, int]:
     try:
         return {Path(p).stem: int(key) for key, paths in doc.items() for p in paths}
     except (AttributeError, TypeError, ValueError):
-        raise BincountError(f"data.file_list: {path} is not a file list "
-                            '({"COUNT": ["PATH/ID.json", ...]})') from None
+        raise BincountError(f'data.file_list: {path} is not a file list ({{"COUNT": ["PATH/ID.json", ...]}})') from None
 
 
 def _image_index(root: Path) -> dict[str, Path] | None:
@@ -160,7 +164,8 @@ def read_abid(
     if not meta_dir.is_dir() or images is None:
         raise BincountError(
             f"data.root: {root} is not an ABID-layout folder (it needs {IMAGE_DIR}/ and {METADATA_DIR}/); "
-            "run `bincount download` or point data.root at one, e.g. data.root=../shared/abid/dev-224")
+            "run `bincount download` or point data.root at one, e.g. data.root=../shared/abid/dev-224"
+        )
     wanted = set(classes) if classes is not None else None
     listed = load_file_list(file_list) if file_list else None
     report = SkipReport()
@@ -204,8 +209,13 @@ def read_abid(
     if not check_images:
         return candidates, report
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        problems = list(progress(pool.map(lambda r: image_problem(r.image), candidates),
-                                 total=len(candidates), description=f"checking images in {root.name}"))
+        problems = list(
+            progress(
+                pool.map(lambda r: image_problem(r.image), candidates),
+                total=len(candidates),
+                description=f"checking images in {root.name}",
+            )
+        )
     records = []
     for rec, problem in zip(candidates, problems):
         if problem:

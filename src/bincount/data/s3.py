@@ -39,8 +39,9 @@ class Unreachable(BincountError):
 
     def __init__(self, cause: str):
         self.cause = cause
-        super().__init__(f"{cause}; check the network, or point --endpoint-url / AWS_ENDPOINT_URL_S3 at a "
-                         "reachable S3 server")
+        super().__init__(
+            f"{cause}; check the network, or point --endpoint-url / AWS_ENDPOINT_URL_S3 at a reachable S3 server"
+        )
 
 
 class TransferError(Exception):
@@ -49,20 +50,35 @@ class TransferError(Exception):
 
 # What a failed transfer of one file raises once botocore and s3transfer have given up: the file is
 # reported as failed (with ``reason``), the others go on.
-TRANSFER_ERRORS = (TransferError, ClientError, BotoCoreError, Boto3Error, RetriesExceededError, S3DownloadFailedError,
-                   OSError)
+TRANSFER_ERRORS = (
+    TransferError,
+    ClientError,
+    BotoCoreError,
+    Boto3Error,
+    RetriesExceededError,
+    S3DownloadFailedError,
+    OSError,
+)
 
 
 def s3_client(endpoint_url: str | None = None, unsigned: bool = False, workers: int = 16, attempts: int = 5):
     """An S3 client with botocore's standard retry mode (``attempts`` tries per request); ``unsigned`` sends
     anonymous requests (public buckets need no credentials)."""
-    options = dict(max_pool_connections=max(10, workers), connect_timeout=10, read_timeout=60,
-                   retries={"max_attempts": attempts, "mode": "standard"})
+    options = dict(
+        max_pool_connections=max(10, workers),
+        connect_timeout=10,
+        read_timeout=60,
+        retries={"max_attempts": attempts, "mode": "standard"},
+    )
     if unsigned:
         options["signature_version"] = UNSIGNED
     session = boto3.session.Session()
-    return session.client("s3", endpoint_url=endpoint_url or None, region_name=session.region_name or "us-east-1",
-                          config=Config(**options))
+    return session.client(
+        "s3",
+        endpoint_url=endpoint_url or None,
+        region_name=session.region_name or "us-east-1",
+        config=Config(**options),
+    )
 
 
 def attempts_of(client) -> int:
@@ -83,8 +99,11 @@ def reason(e: BaseException) -> str:
     if isinstance(e, ClientError):
         err = e.response.get("Error", {})
         code = err.get("Code", "?")
-        return {"NoSuchKey": "missing on the server (NoSuchKey)", "404": "missing on the server (404)",
-                "403": "access denied (403)"}.get(code, f"{code}: {err.get('Message', '')}".rstrip(": "))
+        return {
+            "NoSuchKey": "missing on the server (NoSuchKey)",
+            "404": "missing on the server (404)",
+            "403": "access denied (403)",
+        }.get(code, f"{code}: {err.get('Message', '')}".rstrip(": "))
     if isinstance(e, RetriesExceededError):
         return f"gave up after every retry ({type(e.last_exception).__name__})"
     return str(e) or type(e).__name__
@@ -102,23 +121,29 @@ def check_reachable(client, request: Callable[[object], object], bucket: str) ->
     copy of ``client`` that gives up after a couple of tries, so an unreachable endpoint is said at once."""
     endpoint = client.meta.endpoint_url
     quick = client.meta.config.merge(Config(retries={"max_attempts": PREFLIGHT_ATTEMPTS, "mode": "standard"}))
-    probe = boto3.session.Session().client("s3", endpoint_url=endpoint, region_name=client.meta.region_name,
-                                           config=quick)
+    probe = boto3.session.Session().client(
+        "s3", endpoint_url=endpoint, region_name=client.meta.region_name, config=quick
+    )
     try:
         request(probe)
     except NoCredentialsError:
-        raise BincountError("no AWS credentials found: run `aws configure`, or set AWS_PROFILE or "
-                            "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY") from None
+        raise BincountError(
+            "no AWS credentials found: run `aws configure`, or set AWS_PROFILE or "
+            "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
+        ) from None
     except (BotoConnectionError, HTTPClientError) as e:
         raise Unreachable(f"cannot reach the S3 endpoint {endpoint} ({type(e).__name__})") from None
     except ClientError as e:
         code = e.response.get("Error", {}).get("Code")
         if code == "NoSuchBucket":
-            raise BincountError(f"bucket {bucket} does not exist at {endpoint}; create it "
-                                f"(aws s3 mb s3://{bucket}) or name another") from None
+            raise BincountError(
+                f"bucket {bucket} does not exist at {endpoint}; create it (aws s3 mb s3://{bucket}) or name another"
+            ) from None
         if code in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
-            raise BincountError(f"access to bucket {bucket} at {endpoint} was denied ({code}); check the "
-                                "credentials and the bucket policy") from None
+            raise BincountError(
+                f"access to bucket {bucket} at {endpoint} was denied ({code}); check the "
+                "credentials and the bucket policy"
+            ) from None
         # other errors (a missing key, say) are reported per file by the transfer itself
     except BotoCoreError as e:
         raise BincountError(f"S3 at {endpoint}: {e}") from None
@@ -141,17 +166,31 @@ class TransferSummary:
         return not self.failed
 
     def to_dict(self) -> dict:
-        return {self.verb: self.done, "bytes": self.bytes, "skipped": self.skipped,
-                "failed": dict(sorted(self.failed.items())), "seconds": round(self.seconds, 2),
-                "files_per_s": round(self.done / self.seconds, 1) if self.seconds else None,
-                "mb_per_s": round(self.bytes / 1e6 / self.seconds, 2) if self.seconds else None, **self.extra}
+        return {
+            self.verb: self.done,
+            "bytes": self.bytes,
+            "skipped": self.skipped,
+            "failed": dict(sorted(self.failed.items())),
+            "seconds": round(self.seconds, 2),
+            "files_per_s": round(self.done / self.seconds, 1) if self.seconds else None,
+            "mb_per_s": round(self.bytes / 1e6 / self.seconds, 2) if self.seconds else None,
+            **self.extra,
+        }
 
     def lines(self) -> list[str]:
-        rate = (f" in {self.seconds:.1f} s ({self.done / self.seconds:.0f} files/s, "
-                f"{self.bytes / 1e6 / self.seconds:.1f} MB/s)") if self.seconds and self.done else ""
-        out = [f"{self.verb} {self.done} file(s), {self.bytes / 1e6:.1f} MB{rate}",
-               f"skipped {self.skipped} already up to date",
-               f"failed {len(self.failed)}" + (":" if self.failed else "")]
+        rate = (
+            (
+                f" in {self.seconds:.1f} s ({self.done / self.seconds:.0f} files/s, "
+                f"{self.bytes / 1e6 / self.seconds:.1f} MB/s)"
+            )
+            if self.seconds and self.done
+            else ""
+        )
+        out = [
+            f"{self.verb} {self.done} file(s), {self.bytes / 1e6:.1f} MB{rate}",
+            f"skipped {self.skipped} already up to date",
+            f"failed {len(self.failed)}" + (":" if self.failed else ""),
+        ]
         by_reason: dict[str, list[str]] = {}
         for name, why in sorted(self.failed.items()):
             by_reason.setdefault(why, []).append(name)
@@ -161,8 +200,14 @@ class TransferSummary:
         return out
 
 
-def transfer_all(items: Iterable[T], name: Callable[[T], str], fn: Callable[[T], int | None], summary: TransferSummary,
-                 workers: int, description: str) -> TransferSummary:
+def transfer_all(
+    items: Iterable[T],
+    name: Callable[[T], str],
+    fn: Callable[[T], int | None],
+    summary: TransferSummary,
+    workers: int,
+    description: str,
+) -> TransferSummary:
     """Run ``fn`` on every item in a thread pool with a progress bar. ``fn`` returns the bytes it
     sent, or None when the item was already up to date; a TransferError or S3 error marks it failed."""
     items = list(items)

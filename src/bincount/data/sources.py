@@ -75,8 +75,14 @@ def download_s3_images(uri: str, dest: Path, found: ImageInputs) -> None:
         (keys if Path(o["Key"]).suffix.lower() in IMAGE_SUFFIXES else found.ignored).append(o["Key"])
     if not keys:
         raise BincountError(f"{uri}: no image objects there ({', '.join(IMAGE_SUFFIXES)}); check the bucket and prefix")
-    summary = transfer_all(keys, str, lambda k: fetch(client, bucket, k, dest / bucket / k), TransferSummary("fetched"),
-                           workers=8, description=f"downloading {uri}")
+    summary = transfer_all(
+        keys,
+        str,
+        lambda k: fetch(client, bucket, k, dest / bucket / k),
+        TransferSummary("fetched"),
+        workers=8,
+        description=f"downloading {uri}",
+    )
     for key, reason in summary.failed.items():
         found.skipped[f"s3://{bucket}/{key}"] = str(reason)
     found.images += [dest / bucket / k for k in keys if k not in summary.failed]

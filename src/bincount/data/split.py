@@ -59,8 +59,8 @@ def split_records(
         n_val, n_test = round(n * ratios[1]), round(n * ratios[2])
         n_train = n - n_val - n_test
         out["train"].extend(items[:n_train])
-        out["val"].extend(items[n_train:n_train + n_val])
-        out["test"].extend(items[n_train + n_val:])
+        out["val"].extend(items[n_train : n_train + n_val])
+        out["test"].extend(items[n_train + n_val :])
     return out
 
 
@@ -97,8 +97,9 @@ def split_rows(splits: dict[str, list[BinRecord]]) -> list[SplitRow]:
     return [(r.id, r.count, split) for split in SPLITS for r in sorted(splits.get(split, []), key=lambda r: r.id)]
 
 
-def apply_split(records: Sequence[BinRecord], rows: Sequence[SplitRow], source: str = "the split"
-                ) -> tuple[dict[str, list[BinRecord]], dict[str, list[str]]]:
+def apply_split(
+    records: Sequence[BinRecord], rows: Sequence[SplitRow], source: str = "the split"
+) -> tuple[dict[str, list[BinRecord]], dict[str, list[str]]]:
     """The split ``rows`` describe, over these records, and what does not fit it by reason: ids of the
     split that are absent here (deleted, skipped, or outside the classes) or now carry another count,
     and records the split does not name (added since it was made: left out, so a bin never moves into
@@ -128,7 +129,8 @@ def changed_splits(before: Sequence[SplitRow], after: Sequence[SplitRow]) -> lis
     return [f"{i}: {old[i]} -> {split}" for i, _, split in sorted(after) if i in old and old[i] != split]
 
 
-def apply_manifest(records: Sequence[BinRecord], path: str | Path
-                   ) -> tuple[dict[str, list[BinRecord]], dict[str, list[str]]]:
+def apply_manifest(
+    records: Sequence[BinRecord], path: str | Path
+) -> tuple[dict[str, list[BinRecord]], dict[str, list[str]]]:
     """``apply_split`` with the split of a manifest file."""
     return apply_split(records, read_manifest(path), f"data.manifest: {path}")

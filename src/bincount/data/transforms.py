@@ -27,8 +27,15 @@ class RandomTranspose:
         return image.transpose(Image.Transpose.TRANSPOSE) if random.random() < self.p else image
 
 
-def train_transform(image_size: int, rotation: float = 15.0, hflip: float = 0.5, vflip: float = 0.5,
-                    color_jitter: float = 0.2, transpose: float = 0.0, zoom_out: float = 0.0) -> v2.Compose:
+def train_transform(
+    image_size: int,
+    rotation: float = 15.0,
+    hflip: float = 0.5,
+    vflip: float = 0.5,
+    color_jitter: float = 0.2,
+    transpose: float = 0.0,
+    zoom_out: float = 0.0,
+) -> v2.Compose:
     """Resize, then label-preserving augmentation. No random crops: cutting off part of a bin
     could change how many items it shows, and so the label. ``zoom_out`` shrinks the photo by up to
     that share and places it anywhere inside a black frame of the same size (nothing leaves it)."""
@@ -36,8 +43,10 @@ def train_transform(image_size: int, rotation: float = 15.0, hflip: float = 0.5,
     if transpose:
         steps.append(RandomTranspose(transpose))
     if zoom_out:
-        steps += [v2.RandomZoomOut(fill=0, side_range=(1.0, 1.0 / (1.0 - zoom_out)), p=1.0),
-                  v2.Resize((image_size, image_size), antialias=True)]
+        steps += [
+            v2.RandomZoomOut(fill=0, side_range=(1.0, 1.0 / (1.0 - zoom_out)), p=1.0),
+            v2.Resize((image_size, image_size), antialias=True),
+        ]
     if rotation:
         steps.append(v2.RandomRotation(rotation))
     if hflip:

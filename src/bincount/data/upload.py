@@ -47,8 +47,10 @@ def local_files(root: Path) -> dict[str, Path]:
 
 def remote_objects(client, bucket: str, prefix: str) -> dict[str, tuple[int, str]]:
     """Key -> (size, ETag) of every object under ``prefix``."""
-    return {o["Key"]: (o["Size"], o["ETag"].strip('"'))
-            for o in list_objects(client, bucket, f"{prefix}/" if prefix else "")}
+    return {
+        o["Key"]: (o["Size"], o["ETag"].strip('"'))
+        for o in list_objects(client, bucket, f"{prefix}/" if prefix else "")
+    }
 
 
 def _put(client, path: Path, bucket: str, key: str, size: int, part_size: int) -> None:
@@ -60,8 +62,15 @@ def _put(client, path: Path, bucket: str, key: str, size: int, part_size: int) -
     client.upload_file(str(path), bucket, key, Config=config)  # each part retried by botocore
 
 
-def upload(local: str | Path, uri: str, endpoint_url: str | None = None, workers: int = 16, delete: bool = False,
-           client=None, part_size: int = PART_SIZE) -> TransferSummary:
+def upload(
+    local: str | Path,
+    uri: str,
+    endpoint_url: str | None = None,
+    workers: int = 16,
+    delete: bool = False,
+    client=None,
+    part_size: int = PART_SIZE,
+) -> TransferSummary:
     """Send every file under ``local`` that differs from its object under ``uri``; with ``delete``
     also remove objects under ``uri`` that have no local file."""
     local = Path(local)
@@ -82,13 +91,14 @@ def upload(local: str | Path, uri: str, endpoint_url: str | None = None, workers
         _put(client, path, bucket, key, size, part_size)
         return size
 
-    summary = TransferSummary("uploaded", extra={"destination": f"s3://{bucket}/{prefix}",
-                                                 "endpoint": client.meta.endpoint_url})
+    summary = TransferSummary(
+        "uploaded", extra={"destination": f"s3://{bucket}/{prefix}", "endpoint": client.meta.endpoint_url}
+    )
     transfer_all(sorted(files), str, send, summary, workers, f"uploading {local} to s3://{bucket}/{prefix}")
     extra = sorted(set(remote) - set(key_of.values()))
     if delete and extra:
         for i in range(0, len(extra), 1000):
-            batch = {"Objects": [{"Key": k} for k in extra[i:i + 1000]], "Quiet": True}
+            batch = {"Objects": [{"Key": k} for k in extra[i : i + 1000]], "Quiet": True}
             client.delete_objects(Bucket=bucket, Delete=batch)
     summary.extra["deleted" if delete else "remote_only"] = len(extra)
     return summary

@@ -25,8 +25,16 @@ from bincount.layout import METRICS, SAGEMAKER_JOB, SAGEMAKER_REQUEST, SOURCE_TA
 log = logging.getLogger(__name__)
 
 # Overrides that describe this machine, not the training: the container sets its own.
-LOCAL_ONLY = ("launcher", "hydra", "data.root", "paths.", "trainer.num_nodes", "trainer.devices",
-              "trainer.strategy", "ckpt_path")
+LOCAL_ONLY = (
+    "launcher",
+    "hydra",
+    "data.root",
+    "paths.",
+    "trainer.num_nodes",
+    "trainer.devices",
+    "trainer.strategy",
+    "ckpt_path",
+)
 
 
 # The groups of conf/launcher/sagemaker.yaml, which holds every default (and says what each setting does).
@@ -98,16 +106,25 @@ def _tags(tags: dict | None) -> list[dict[str, str]]:
 class SageMakerLauncher:
     """Builds a ``sagemaker.pytorch.PyTorch`` estimator from ``conf/launcher/sagemaker.yaml``."""
 
-    def __init__(self, aws: dict, job: dict, instances: dict, spot: dict, profiler: dict, debugger: dict,
-                 dry_run: bool = False):
+    def __init__(
+        self, aws: dict, job: dict, instances: dict, spot: dict, profiler: dict, debugger: dict, dry_run: bool = False
+    ):
         self.aws, self.job = Aws(**aws), Job(**job)
         self.instances, self.spot = Instances(**instances), Spot(**spot)
         self.profiler, self.debugger = dict(profiler), dict(debugger)
         self.dry_run = dry_run
 
     def session(self) -> SageMakerSession:
-        return SageMakerSession(self.aws.region, self.aws.role, self.aws.bucket, self.aws.prefix, self.dry_run,
-                                self.aws.sdk_telemetry, keys="launcher.aws.", dry_run_key="launcher.dry_run")
+        return SageMakerSession(
+            self.aws.region,
+            self.aws.role,
+            self.aws.bucket,
+            self.aws.prefix,
+            self.dry_run,
+            self.aws.sdk_telemetry,
+            keys="launcher.aws.",
+            dry_run_key="launcher.dry_run",
+        )
 
     # -- the estimator ----------------------------------------------------------------------
     def _profiler_args(self) -> dict[str, Any]:
@@ -143,23 +160,34 @@ class SageMakerLauncher:
         from sagemaker.pytorch import PyTorch
 
         profiler, debugger = self._profiler_args(), self._debugger_args()
-        environment = {"PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": "python", "BINCOUNT_NO_PROGRESS": "1",
-                       **{str(k): str(v) for k, v in self.job.environment.items()}}
+        environment = {
+            "PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": "python",
+            "BINCOUNT_NO_PROGRESS": "1",
+            **{str(k): str(v) for k, v in self.job.environment.items()},
+        }
         return PyTorch(
-            entry_point=ENTRY_POINT, source_dir=source_uri, role=sm.role_arn,
-            framework_version=self.job.framework_version, py_version=self.job.py_version,
-            instance_count=self.instances.count, instance_type=self.instances.type,
+            entry_point=ENTRY_POINT,
+            source_dir=source_uri,
+            role=sm.role_arn,
+            framework_version=self.job.framework_version,
+            py_version=self.job.py_version,
+            instance_count=self.instances.count,
+            instance_type=self.instances.type,
             volume_size=self.instances.volume_size,
             # No `distribution`: the v2 SDK refuses pytorchddp/torch_distributed on CPU instances. One
             # process per host; the entry derives the node rank from SM_HOSTS (see sagemaker_entry).
-            hyperparameters=hyperparameters, environment=environment,
+            hyperparameters=hyperparameters,
+            environment=environment,
             output_path=self.job.output_path or sm.uri(OUTPUT),
             # checkpoint_local_path stays SageMaker's default /opt/ml/checkpoints: setting it would make
             # the SDK drop the debugger hook of a multi-instance job.
             checkpoint_s3_uri=self.job.checkpoint_s3_uri or sm.uri(CHECKPOINTS, job_name),
-            use_spot_instances=self.spot.enabled, max_run=self.spot.max_run,
+            use_spot_instances=self.spot.enabled,
+            max_run=self.spot.max_run,
             max_wait=(self.spot.max_wait or 2 * self.spot.max_run) if self.spot.enabled else None,
-            tags=_tags(self.job.tags), base_job_name=self.job.base_name, sagemaker_session=sm.sdk,
+            tags=_tags(self.job.tags),
+            base_job_name=self.job.base_name,
+            sagemaker_session=sm.sdk,
             **{k: v for k, v in profiler.items() if k != "rules"},
             **{k: v for k, v in debugger.items() if k != "rules"},
             rules=debugger.get("rules", []) + profiler.get("rules", []),
@@ -172,8 +200,10 @@ class SageMakerLauncher:
         channels.setdefault("train", sm.uri(DATA))
         for name, uri in channels.items():
             if not str(uri).startswith("s3://"):
-                raise BincountError(f"launcher.job.inputs.{name}: {uri!r} is not an s3:// URI; upload the ABID "
-                                    f"folder first (bincount upload DIR {sm.uri(DATA)})")
+                raise BincountError(
+                    f"launcher.job.inputs.{name}: {uri!r} is not an s3:// URI; upload the ABID "
+                    f"folder first (bincount upload DIR {sm.uri(DATA)})"
+                )
         # Every host gets the whole data set; DDP's sampler splits it between the hosts.
         return {name: TrainingInput(uri, distribution="FullyReplicated") for name, uri in channels.items()}
 
@@ -208,8 +238,13 @@ class SageMakerLauncher:
         job = sm.sdk.describe_training_job(job_name)
         summary = job_outputs(job, sm)
         (run_dir / SAGEMAKER_JOB).write_text(json.dumps(summary, indent=2))
-        log.info("submitted SageMaker training job %s (%d x %s): %s", job_name, self.instances.count,
-                 self.instances.type, summary["console"])
+        log.info(
+            "submitted SageMaker training job %s (%d x %s): %s",
+            job_name,
+            self.instances.count,
+            self.instances.type,
+            summary["console"],
+        )
         if not self.job.wait:
             return None
         from sagemaker.exceptions import UnexpectedStatusException
@@ -217,8 +252,10 @@ class SageMakerLauncher:
         try:
             sm.sdk.logs_for_job(job_name, wait=True, log_type=self.job.logs)
         except UnexpectedStatusException as e:
-            raise BincountError(f"SageMaker job {job_name} did not complete ({e}); its log is above and in "
-                                f"CloudWatch, its page: {summary['console']}") from None
+            raise BincountError(
+                f"SageMaker job {job_name} did not complete ({e}); its log is above and in "
+                f"CloudWatch, its page: {summary['console']}"
+            ) from None
         if not self.job.download:
             return None
         fetch_artifacts(sm, summary["model"], run_dir)

@@ -54,8 +54,10 @@ class Node:
             self.host = env["SM_CURRENT_HOST"]
             self.rank = self.hosts.index(self.host)
         except (KeyError, ValueError) as e:
-            raise BincountError(f"sagemaker entry: SM_HOSTS/SM_CURRENT_HOST missing or inconsistent ({e}); "
-                                "this script runs inside a SageMaker training job") from None
+            raise BincountError(
+                f"sagemaker entry: SM_HOSTS/SM_CURRENT_HOST missing or inconsistent ({e}); "
+                "this script runs inside a SageMaker training job"
+            ) from None
         self.gpus = int(env.get("SM_NUM_GPUS") or 0)
         self.model_dir = Path(env.get("SM_MODEL_DIR", "/opt/ml/model"))
         self.output_dir = Path(env.get("SM_OUTPUT_DATA_DIR", "/opt/ml/output/data"))
@@ -102,9 +104,12 @@ def main(argv: list[str] | None = None) -> None:
         else:
             os.environ.setdefault(key, value)
     overrides = overrides_from_args(argv) + node.overrides()
-    print(f"bincount: host {node.host} = node {node.rank} of {len(node.hosts)}, "
-          f"rendezvous {os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}, overrides {overrides}, "
-          f"bincount from {Path(__file__).resolve().parents[1]}", flush=True)
+    print(
+        f"bincount: host {node.host} = node {node.rank} of {len(node.hosts)}, "
+        f"rendezvous {os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}, overrides {overrides}, "
+        f"bincount from {Path(__file__).resolve().parents[1]}",
+        flush=True,
+    )
     from bincount.cli import train
 
     # The training app with the overrides as its command line: Hydra composes exactly as for a local run,

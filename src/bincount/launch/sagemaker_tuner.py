@@ -34,8 +34,10 @@ NOT_FOR_TRIALS = ("hparams_search",)
 def metric_definitions(metric: str) -> list[dict[str, str]]:
     """Regexes for the lines bincount.callbacks.objective_log.ObjectiveLog prints: the metric per validation and its best."""
     number = r"([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"
-    return [{"Name": metric, "Regex": f"bincount: {re.escape(metric)}={number}"},
-            {"Name": f"{metric}_best", "Regex": f"bincount: {re.escape(metric)}_best={number}"}]
+    return [
+        {"Name": metric, "Regex": f"bincount: {re.escape(metric)}={number}"},
+        {"Name": f"{metric}_best", "Regex": f"bincount: {re.escape(metric)}_best={number}"},
+    ]
 
 
 def split_search(params: dict[str, str], arguments: list[str]) -> tuple[dict[str, Any], list[str]]:
@@ -62,7 +64,9 @@ def split_search(params: dict[str, str], arguments: list[str]) -> tuple[dict[str
         elif o.is_interval_sweep():
             value = o.value()
             scaling = "Logarithmic" if "log" in value.tags else "Auto"
-            kind = IntegerParameter if isinstance(value.start, int) and isinstance(value.end, int) else ContinuousParameter
+            kind = (
+                IntegerParameter if isinstance(value.start, int) and isinstance(value.end, int) else ContinuousParameter
+            )
             ranges[key] = kind(value.start, value.end, scaling_type=scaling)
         else:  # choice(...) and range(...): the listed values
             ranges[key] = CategoricalParameter([str(v) for v in o.sweep_string_iterator()])
@@ -71,8 +75,18 @@ def split_search(params: dict[str, str], arguments: list[str]) -> tuple[dict[str
     return ranges, fixed
 
 
-def tune(cfg: DictConfig, arguments: list[str], *, params: dict | None, n_trials: int, max_parallel_jobs: int,
-         strategy: str, early_stopping: str, base_tuning_job_name: str, **optuna_only: Any) -> dict:
+def tune(
+    cfg: DictConfig,
+    arguments: list[str],
+    *,
+    params: dict | None,
+    n_trials: int,
+    max_parallel_jobs: int,
+    strategy: str,
+    early_stopping: str,
+    base_tuning_job_name: str,
+    **optuna_only: Any,
+) -> dict:
     """Build (and unless dry_run, submit) one HyperparameterTuner job; returns its request or description.
     The objective is ``optimized_metric``, maximised or minimised as ``optimized_mode`` says (the sweeper's
     ``direction`` follows it). The settings are conf/hydra/sweeper/search_on_sagemaker.yaml's (and the
@@ -86,8 +100,11 @@ def tune(cfg: DictConfig, arguments: list[str], *, params: dict | None, n_trials
     ranges, fixed = split_search(dict(params or {}), arguments)
     fixed = [o for o in fixed if o.split("=", 1)[0].lstrip("+~") not in NOT_FOR_TRIALS]
     # the trial runs train.py without hparams_search: carry over what the search config set for trials
-    fixed += [f"optimized_metric={cfg.optimized_metric}", f"optimized_mode={cfg.optimized_mode}",
-              f"test={str(bool(cfg.test)).lower()}"]
+    fixed += [
+        f"optimized_metric={cfg.optimized_metric}",
+        f"optimized_mode={cfg.optimized_mode}",
+        f"test={str(bool(cfg.test)).lower()}",
+    ]
     static = job_hyperparameters(fixed)
 
     sm = launcher.session()
@@ -97,19 +114,26 @@ def tune(cfg: DictConfig, arguments: list[str], *, params: dict | None, n_trials
     # Each trial starts fresh: with one checkpoint prefix for all, a trial would resume from another's last.ckpt.
     estimator.checkpoint_s3_uri = None
     tuner = HyperparameterTuner(
-        estimator, objective_metric_name=f"{cfg.optimized_metric}_best", hyperparameter_ranges=ranges,
-        metric_definitions=metric_definitions(cfg.optimized_metric), strategy=strategy,
+        estimator,
+        objective_metric_name=f"{cfg.optimized_metric}_best",
+        hyperparameter_ranges=ranges,
+        metric_definitions=metric_definitions(cfg.optimized_metric),
+        strategy=strategy,
         objective_type=direction(cfg.optimized_mode).capitalize(),
-        max_jobs=int(n_trials), max_parallel_jobs=int(max_parallel_jobs), early_stopping_type=early_stopping,
-        base_tuning_job_name=base_tuning_job_name)
+        max_jobs=int(n_trials),
+        max_parallel_jobs=int(max_parallel_jobs),
+        early_stopping_type=early_stopping,
+        base_tuning_job_name=base_tuning_job_name,
+    )
     channels = launcher.channels(sm)
 
     def submit():
         tuner.fit(channels, job_name=name, wait=False)
 
     if launcher.dry_run:
-        request = sm.capture(sm.sdk.sagemaker_client, "CreateHyperParameterTuningJob",
-                             {"HyperParameterTuningJobArn": "dry-run"}, submit)
+        request = sm.capture(
+            sm.sdk.sagemaker_client, "CreateHyperParameterTuningJob", {"HyperParameterTuningJobArn": "dry-run"}, submit
+        )
         sm.write_dry_run(request, out / SAGEMAKER_TUNING_REQUEST, f"CreateHyperParameterTuningJob of {name}")
         return request
 
@@ -117,8 +141,13 @@ def tune(cfg: DictConfig, arguments: list[str], *, params: dict | None, n_trials
     submit()
     job = sm.sdk.sagemaker_client.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)
     (out / SAGEMAKER_TUNING_JOB).write_text(json.dumps(job, indent=2, default=str))
-    log.info("submitted SageMaker tuning job %s (%d trials, %d at once): %s", name, n_trials, max_parallel_jobs,
-             sm.console("hyper-tuning-jobs", name))
+    log.info(
+        "submitted SageMaker tuning job %s (%d trials, %d at once): %s",
+        name,
+        n_trials,
+        max_parallel_jobs,
+        sm.console("hyper-tuning-jobs", name),
+    )
     if launcher.job.wait:
         tuner.wait()
         write_tuning_summary(sm.sdk, name, out, cfg.optimized_metric)
@@ -130,7 +159,8 @@ def write_tuning_summary(session, name: str, out: Path, metric: str) -> dict:
     client, trials, token = session.sagemaker_client, [], None
     while True:
         page = client.list_training_jobs_for_hyper_parameter_tuning_job(
-            HyperParameterTuningJobName=name, MaxResults=100, **({"NextToken": token} if token else {}))
+            HyperParameterTuningJobName=name, MaxResults=100, **({"NextToken": token} if token else {})
+        )
         trials += page["TrainingJobSummaries"]
         token = page.get("NextToken")
         if not token:
@@ -141,18 +171,38 @@ def write_tuning_summary(session, name: str, out: Path, metric: str) -> dict:
     for i, t in enumerate(sorted(trials, key=lambda t: t["CreationTime"])):
         value = (t.get("FinalHyperParameterTuningJobObjectiveMetric") or {}).get("Value")
         seconds = (t["TrainingEndTime"] - t["TrainingStartTime"]).total_seconds() if t.get("TrainingEndTime") else None
-        rows.append({"trial": i, "dir": t["TrainingJobName"], "overrides": dict(t.get("TunedHyperParameters", {})),
-                     "value": value, "seconds": seconds, "epochs": None, "test_acc": None,
-                     "status": t["TrainingJobStatus"].lower()})
+        rows.append(
+            {
+                "trial": i,
+                "dir": t["TrainingJobName"],
+                "overrides": dict(t.get("TunedHyperParameters", {})),
+                "value": value,
+                "seconds": seconds,
+                "epochs": None,
+                "test_acc": None,
+                "status": t["TrainingJobStatus"].lower(),
+            }
+        )
     done = [r for r in rows if r["value"] is not None]
     best = (max if maximize else min)(done, key=lambda r: r["value"]) if done else None
-    summary = {"sweep_dir": str(out), "metric": f"{metric}_best", "direction": "maximize" if maximize else "minimize",
-               "swept": sorted({k for r in rows for k in r["overrides"]}), "trials": rows, "completed": len(done),
-               "best": None, "tuning_job": name}
+    summary = {
+        "sweep_dir": str(out),
+        "metric": f"{metric}_best",
+        "direction": "maximize" if maximize else "minimize",
+        "swept": sorted({k for r in rows for k in r["overrides"]}),
+        "trials": rows,
+        "completed": len(done),
+        "best": None,
+        "tuning_job": name,
+    }
     if best:
-        summary["best"] = {"trial": best["trial"], "value": best["value"], "dir": best["dir"],
-                           "params": best["overrides"], "command": "python train.py " + " ".join(
-                               f"{k}={v}" for k, v in best["overrides"].items())}
+        summary["best"] = {
+            "trial": best["trial"],
+            "value": best["value"],
+            "dir": best["dir"],
+            "params": best["overrides"],
+            "command": "python train.py " + " ".join(f"{k}={v}" for k, v in best["overrides"].items()),
+        }
     (out / f"{SWEEP_SUMMARY}.json").write_text(json.dumps(summary, indent=2, default=str))
     (out / f"{SWEEP_SUMMARY}.md").write_text(render_markdown(summary))
     return summary

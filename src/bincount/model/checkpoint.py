@@ -22,14 +22,17 @@ def load_checkpoint(path: str | Path, key: str = "") -> dict:
     path = Path(path)
     where = f"{key}: " if key else ""
     if not path.is_file():
-        raise BincountError(f"{where}no such checkpoint {path}; pass RUN/checkpoints/best.ckpt or last.ckpt "
-                            "written by train.py")
+        raise BincountError(
+            f"{where}no such checkpoint {path}; pass RUN/checkpoints/best.ckpt or last.ckpt written by train.py"
+        )
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickled objects (possibly malicious), or bytes that are no checkpoint at all
-        raise BincountError(f"{where}{path} is not a checkpoint that loads with weights_only=True ({type(e).__name__}); "
-                            "bincount never unpickles objects: pass a checkpoint written by train.py or a folder "
-                            "from `bincount export`") from None
+        raise BincountError(
+            f"{where}{path} is not a checkpoint that loads with weights_only=True ({type(e).__name__}); "
+            "bincount never unpickles objects: pass a checkpoint written by train.py or a folder "
+            "from `bincount export`"
+        ) from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
         raise BincountError(f"{where}{path} has no state_dict and hyper_parameters; is it a bincount checkpoint?")
     return ckpt

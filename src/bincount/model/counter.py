@@ -24,7 +24,9 @@ from bincount.model.views import (
 log = logging.getLogger(__name__)
 
 
-def build_backbone(backbone: str, num_classes: int, pretrained: bool = False, drop_rate: float = 0.0) -> torch.nn.Module:
+def build_backbone(
+    backbone: str, num_classes: int, pretrained: bool = False, drop_rate: float = 0.0
+) -> torch.nn.Module:
     if not timm.is_model(backbone):
         raise BincountError(f"model.backbone: timm has no model {backbone!r} (see timm.list_models())")
     try:
@@ -35,7 +37,8 @@ def build_backbone(backbone: str, num_classes: int, pretrained: bool = False, dr
         raise BincountError(
             f"model.pretrained=true could not fetch timm's ImageNet weights for {backbone} ({type(e).__name__}: "
             f"{str(e).splitlines()[0][:160]}); this needs internet. Offline, pass model.weights=PATH "
-            "(a local .safetensors or .pth state dict) or model.pretrained=false") from None
+            "(a local .safetensors or .pth state dict) or model.pretrained=false"
+        ) from None
 
 
 def load_weights(model: torch.nn.Module, path: str | Path) -> dict[str, list[str]]:
@@ -47,6 +50,7 @@ def load_weights(model: torch.nn.Module, path: str | Path) -> dict[str, list[str
         raise BincountError(f"model.weights: no such file {path}")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
+
         state = load_file(str(path))
     else:
         try:
@@ -58,13 +62,21 @@ def load_weights(model: torch.nn.Module, path: str | Path) -> dict[str, list[str
     own = model.state_dict()
     fitting = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     result = model.load_state_dict(fitting, strict=False)
-    report = {"loaded": sorted(fitting), "missing": sorted(result.missing_keys),
-              "skipped_shape": sorted(k for k in state if k in own and k not in fitting),
-              "unexpected": sorted(k for k in state if k not in own)}
+    report = {
+        "loaded": sorted(fitting),
+        "missing": sorted(result.missing_keys),
+        "skipped_shape": sorted(k for k in state if k in own and k not in fitting),
+        "unexpected": sorted(k for k in state if k not in own),
+    }
     if not fitting:
         raise BincountError(f"model.weights: no tensor of {path} fits this backbone; is it the right model?")
-    log.info("weights %s: %d tensors loaded, %d left initial (%s)", path, len(fitting), len(report["missing"]),
-             ", ".join(report["missing"][:4]))
+    log.info(
+        "weights %s: %d tensors loaded, %d left initial (%s)",
+        path,
+        len(fitting),
+        len(report["missing"]),
+        ", ".join(report["missing"][:4]),
+    )
     return report
 
 
@@ -150,8 +162,15 @@ class CountingModel(L.LightningModule):
             expected = logits.float().softmax(1) @ self.count_values
             loss = loss + self.hparams.count_loss_weight * F.smooth_l1_loss(expected, self.count_values[y])
         self.metrics[f"{stage}_split"].update(logits.argmax(1), y)
-        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True,
-                 batch_size=len(y), sync_dist=stage != "train")
+        self.log(
+            f"{stage}/loss",
+            loss,
+            on_step=stage == "train",
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=len(y),
+            sync_dist=stage != "train",
+        )
         return loss
 
     def training_step(self, batch, batch_idx):
@@ -182,16 +201,20 @@ class CountingModel(L.LightningModule):
         labels = F.pad(labels.to(self.device), (0, pad))
         all_logits, all_labels = self.all_gather(logits), self.all_gather(labels)  # world x top x ...
         keep = [slice(0, int(n)) for n in sizes]
-        return (torch.cat([all_logits[r][k] for r, k in enumerate(keep)]).cpu(),
-                torch.cat([all_labels[r][k] for r, k in enumerate(keep)]).cpu())
+        return (
+            torch.cat([all_logits[r][k] for r, k in enumerate(keep)]).cpu(),
+            torch.cat([all_labels[r][k] for r, k in enumerate(keep)]).cpu(),
+        )
 
     def calibration_report(self, logits: torch.Tensor, labels: torch.Tensor, prefix: str) -> dict:
         """ECE before and after the temperature, and the reliability diagram's bins after it."""
         calibrated = (logits / self.temperature).softmax(1)
-        return {f"{prefix}/ece": expected_calibration_error(calibrated, labels),
-                f"{prefix}/ece_uncalibrated": expected_calibration_error(logits.softmax(1), labels),
-                f"{prefix}/temperature": self.temperature,
-                f"{prefix}/reliability": reliability_bins(calibrated, labels)}
+        return {
+            f"{prefix}/ece": expected_calibration_error(calibrated, labels),
+            f"{prefix}/ece_uncalibrated": expected_calibration_error(logits.softmax(1), labels),
+            f"{prefix}/temperature": self.temperature,
+            f"{prefix}/reliability": reliability_bins(calibrated, labels),
+        }
 
     def _epoch_end(self, stage: str) -> dict:
         metrics = self.metrics[f"{stage}_split"]
@@ -245,4 +268,7 @@ class CountingModel(L.LightningModule):
         optimizer = factory(self.parameters())
         if self.scheduler_factory is None:
             return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "epoch"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "epoch"},
+        }

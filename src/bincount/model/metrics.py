@@ -34,16 +34,20 @@ class CountMetrics(torch.nn.Module):
         super().__init__()
         n = len(classes)
         self.register_buffer("counts", torch.tensor(list(classes), dtype=torch.float32), persistent=False)
-        self.by_class = MetricCollection({
-            "acc": MulticlassAccuracy(n, average="micro"),
-            "acc_per_class": MulticlassAccuracy(n, average="none"),
-            "confusion": MulticlassConfusionMatrix(n),
-        })
-        self.by_count = MetricCollection({
-            "rmse": MeanSquaredError(squared=False),
-            "mae": MeanAbsoluteError(),
-            "off_by_one": OffByOneAccuracy(),
-        })
+        self.by_class = MetricCollection(
+            {
+                "acc": MulticlassAccuracy(n, average="micro"),
+                "acc_per_class": MulticlassAccuracy(n, average="none"),
+                "confusion": MulticlassConfusionMatrix(n),
+            }
+        )
+        self.by_count = MetricCollection(
+            {
+                "rmse": MeanSquaredError(squared=False),
+                "mae": MeanAbsoluteError(),
+                "off_by_one": OffByOneAccuracy(),
+            }
+        )
 
     def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
         self.by_class.update(preds, target)

@@ -86,8 +86,11 @@ def expected_calibration_error(probabilities: torch.Tensor, labels: torch.Tensor
 
     if len(labels) == 0:
         return float("nan")
-    return float(multiclass_calibration_error(probabilities.float(), labels.long(), probabilities.shape[1],
-                                              n_bins=n_bins, norm="l1"))
+    return float(
+        multiclass_calibration_error(
+            probabilities.float(), labels.long(), probabilities.shape[1], n_bins=n_bins, norm="l1"
+        )
+    )
 
 
 def reliability_bins(probabilities: torch.Tensor, labels: torch.Tensor, n_bins: int = 15) -> list[dict]:
@@ -100,7 +103,13 @@ def reliability_bins(probabilities: torch.Tensor, labels: torch.Tensor, n_bins: 
     for lo, hi in zip(edges[:-1].tolist(), edges[1:].tolist()):
         inside = (confidence > lo) & (confidence <= hi)
         n = int(inside.sum())
-        rows.append({"low": lo, "high": hi, "images": n,
-                     "confidence": float(confidence[inside].mean()) if n else None,
-                     "accuracy": float(correct[inside].mean()) if n else None})
+        rows.append(
+            {
+                "low": lo,
+                "high": hi,
+                "images": n,
+                "confidence": float(confidence[inside].mean()) if n else None,
+                "accuracy": float(correct[inside].mean()) if n else None,
+            }
+        )
     return rows

@@ -23,8 +23,19 @@ def tensor_stats(tensors: list[torch.Tensor]) -> list[dict[str, float]]:
     for t in tensors:
         t = t.detach().float()
         finite = torch.isfinite(t)
-        rows.append(torch.stack([t.mean(), t.std() if t.numel() > 1 else t.new_zeros(()), t.min(), t.max(),
-                                 t.norm(), t.abs().mean(), (~finite).sum().float()]))
+        rows.append(
+            torch.stack(
+                [
+                    t.mean(),
+                    t.std() if t.numel() > 1 else t.new_zeros(()),
+                    t.min(),
+                    t.max(),
+                    t.norm(),
+                    t.abs().mean(),
+                    (~finite).sum().float(),
+                ]
+            )
+        )
     values = torch.stack(rows).cpu().tolist() if rows else []
     return [dict(zip(STATS, v)) for v in values]
 
@@ -78,8 +89,10 @@ class VanishingGradient(Rule):
         low = [n for n, s in stats.items() if s["abs_mean"] < self.threshold]
         self._streak = self._streak + 1 if len(low) >= self.min_share * len(stats) else 0
         if self._streak >= self.patience:
-            return (f"{len(low)} of {len(stats)} layers have mean |gradient| < {self.threshold:g} "
-                    f"({self._streak} records in a row; e.g. {', '.join(low[:3])})")
+            return (
+                f"{len(low)} of {len(stats)} layers have mean |gradient| < {self.threshold:g} "
+                f"({self._streak} records in a row; e.g. {', '.join(low[:3])})"
+            )
         return None
 
 
@@ -94,8 +107,7 @@ class ExplodingGradient(Rule):
     def check_tensors(self, step, collection, stats, shapes):
         if collection != "gradients":
             return None
-        bad = [n for n, s in stats.items()
-               if s["nonfinite"] > 0 or max(abs(s["min"]), abs(s["max"])) > self.threshold]
+        bad = [n for n, s in stats.items() if s["nonfinite"] > 0 or max(abs(s["min"]), abs(s["max"])) > self.threshold]
         if bad:
             return f"{len(bad)} layers have NaN/Inf gradients or |gradient| > {self.threshold:g} (e.g. {', '.join(bad[:3])})"
         return None
@@ -119,16 +131,18 @@ class LossNotDecreasing(Rule):
         n = self.num_steps
         if len(losses) % n:
             return None
-        windows = [sum(losses[i:i + n]) / n for i in range(0, len(losses), n)]
+        windows = [sum(losses[i : i + n]) / n for i in range(0, len(losses), n)]
         if not math.isfinite(windows[-1]):
             return f"the mean loss of the last {n} steps is {windows[-1]}"
         if len(windows) <= self.patience:
             return None
-        best = min(windows[:-self.patience])
-        recent = min(windows[-self.patience:])
+        best = min(windows[: -self.patience])
+        recent = min(windows[-self.patience :])
         if recent > best - abs(best) * self.diff_percent / 100:
-            return (f"the mean loss of the last {self.patience} windows of {n} steps is no lower than before: "
-                    f"{recent:.4f} at best, against {best:.4f} earlier")
+            return (
+                f"the mean loss of the last {self.patience} windows of {n} steps is no lower than before: "
+                f"{recent:.4f} at best, against {best:.4f} earlier"
+            )
         return None
 
 
@@ -181,8 +195,9 @@ class PoorWeightInitialization(Rule):
         return None
 
 
-RULES = {r.name: r for r in (VanishingGradient, ExplodingGradient, LossNotDecreasing, Overfit,
-                             PoorWeightInitialization)}
+RULES = {
+    r.name: r for r in (VanishingGradient, ExplodingGradient, LossNotDecreasing, Overfit, PoorWeightInitialization)
+}
 
 
 def build_rules(config: dict[str, dict]) -> list[Rule]:

@@ -17,8 +17,8 @@ import psutil
 
 log = logging.getLogger(__name__)
 
-GB = 1024 ** 3
-MB = 1024 ** 2
+GB = 1024**3
+MB = 1024**2
 
 # column -> (what it is, unit); the cost report summarizes and plots these.
 RESOURCES = {
@@ -69,29 +69,41 @@ class _Gpus:
             out = []
             for h in self.handles:
                 name = self.nvml.nvmlDeviceGetName(h)
-                out.append({"name": name.decode() if isinstance(name, bytes) else name,
-                            "mem_total_gb": round(self.nvml.nvmlDeviceGetMemoryInfo(h).total / GB, 2)})
+                out.append(
+                    {
+                        "name": name.decode() if isinstance(name, bytes) else name,
+                        "mem_total_gb": round(self.nvml.nvmlDeviceGetMemoryInfo(h).total / GB, 2),
+                    }
+                )
             return out
         import torch
 
-        return [{"name": torch.cuda.get_device_name(i),
-                 "mem_total_gb": round(torch.cuda.get_device_properties(i).total_memory / GB, 2)}
-                for i in self.torch_devices]
+        return [
+            {
+                "name": torch.cuda.get_device_name(i),
+                "mem_total_gb": round(torch.cuda.get_device_properties(i).total_memory / GB, 2),
+            }
+            for i in self.torch_devices
+        ]
 
     def sample(self) -> dict:
         if self.nvml and self.handles:
             util = [self.nvml.nvmlDeviceGetUtilizationRates(h).gpu for h in self.handles]
             mem = [self.nvml.nvmlDeviceGetMemoryInfo(h) for h in self.handles]
-            return {"gpu_percent": sum(util) / len(util),
-                    "gpu_mem_percent": max(100.0 * m.used / m.total for m in mem),
-                    "gpu_mem_gb": sum(m.used for m in mem) / GB}
+            return {
+                "gpu_percent": sum(util) / len(util),
+                "gpu_mem_percent": max(100.0 * m.used / m.total for m in mem),
+                "gpu_mem_gb": sum(m.used for m in mem) / GB,
+            }
         if self.torch_devices:
             import torch
 
             free_total = [torch.cuda.mem_get_info(i) for i in self.torch_devices]
-            return {"gpu_percent": None,
-                    "gpu_mem_percent": max(100.0 * (t - f) / t for f, t in free_total),
-                    "gpu_mem_gb": sum(t - f for f, t in free_total) / GB}
+            return {
+                "gpu_percent": None,
+                "gpu_mem_percent": max(100.0 * (t - f) / t for f, t in free_total),
+                "gpu_mem_gb": sum(t - f for f, t in free_total) / GB,
+            }
         return {"gpu_percent": None, "gpu_mem_percent": None, "gpu_mem_gb": None}
 
 
@@ -184,8 +196,13 @@ class Sampler:
 
     def _io_rates(self, now: float) -> dict:
         disk, net = psutil.disk_io_counters(), psutil.net_io_counters()
-        current = (now, disk.read_bytes if disk else 0, disk.write_bytes if disk else 0,
-                   net.bytes_recv if net else 0, net.bytes_sent if net else 0)
+        current = (
+            now,
+            disk.read_bytes if disk else 0,
+            disk.write_bytes if disk else 0,
+            net.bytes_recv if net else 0,
+            net.bytes_sent if net else 0,
+        )
         last, self._last_io = self._last_io, current
         if last is None or current[0] <= last[0]:
             return {"disk_read_mbs": 0.0, "disk_write_mbs": 0.0, "net_recv_mbs": 0.0, "net_sent_mbs": 0.0}
@@ -200,10 +217,17 @@ class Sampler:
         used = (vm.total - vm.available) / GB
         # Summed RSS counts twice the pages forked loader workers share with the main process (PSS would
         # not, but reading it costs ~30 ms per torch process); the machine's used memory bounds it.
-        row = {"t": round(now - self._origin, 3), "phase": self.phase,
-               "cpu_percent": psutil.cpu_percent(interval=None), "proc_cpu_cores": cores,
-               "mem_percent": vm.percent, "mem_used_gb": used, "proc_rss_gb": min(rss, used),
-               "disk_percent": psutil.disk_usage(self.disk_path).percent, **self._io_rates(now)}
+        row = {
+            "t": round(now - self._origin, 3),
+            "phase": self.phase,
+            "cpu_percent": psutil.cpu_percent(interval=None),
+            "proc_cpu_cores": cores,
+            "mem_percent": vm.percent,
+            "mem_used_gb": used,
+            "proc_rss_gb": min(rss, used),
+            "disk_percent": psutil.disk_usage(self.disk_path).percent,
+            **self._io_rates(now),
+        }
         row.update(self.gpus.sample())
         self.rows.append(row)
         return row
@@ -215,8 +239,13 @@ def summarize(rows: list[dict]) -> dict:
     for col, (what, unit) in RESOURCES.items():
         values = [float(r[col]) for r in rows if r.get(col) not in (None, "")]
         if values:
-            out[col] = {"peak": round(max(values), 3), "mean": round(sum(values) / len(values), 3),
-                        "unit": unit, "what": what, "samples": len(values)}
+            out[col] = {
+                "peak": round(max(values), 3),
+                "mean": round(sum(values) / len(values), 3),
+                "unit": unit,
+                "what": what,
+                "samples": len(values),
+            }
     return out
 
 

@@ -29,22 +29,35 @@ def _time_section(report: dict) -> list[str]:
     t = report["timing"]
     if not t.get("epochs"):
         return ["No per-epoch timing in this run (only the system monitor callback records it)."]
-    lines = ["| epoch | total s | waiting for data s | compute s | validation s | other s | steps |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| epoch | total s | waiting for data s | compute s | validation s | other s | steps |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for e in t["epochs"]:
-        lines.append(f"| {e['epoch']} | {_fmt(e['total_s'], 1)} | {_fmt(e['data_s'], 1)} | {_fmt(e['compute_s'], 1)} "
-                     f"| {_fmt(e['val_s'], 1)} | {_fmt(e['other_s'], 1)} | {e['steps']} |")
+        lines.append(
+            f"| {e['epoch']} | {_fmt(e['total_s'], 1)} | {_fmt(e['data_s'], 1)} | {_fmt(e['compute_s'], 1)} "
+            f"| {_fmt(e['val_s'], 1)} | {_fmt(e['other_s'], 1)} | {e['steps']} |"
+        )
     fit = t["total_s"]
     setup = max(0.0, report["seconds"] - fit - t.get("test_s", 0.0)) if report["seconds_from"] == METRICS else None
     share = t.get("data_share")
     line = f"Mean epoch {fit / len(t['epochs']):.1f} s; mean training step {_fmt(t.get('step_s'), 3)} s."
     if share is not None:
-        verdict = ("the loader is the bottleneck: raise data.num_workers or use more vCPUs" if share > 0.3
-                   else "compute-bound: the loader keeps up")
-        line += f" Of the training steps' time, **{share:.0%} waiting for data** and {1 - share:.0%} compute ({verdict})."
+        verdict = (
+            "the loader is the bottleneck: raise data.num_workers or use more vCPUs"
+            if share > 0.3
+            else "compute-bound: the loader keeps up"
+        )
+        line += (
+            f" Of the training steps' time, **{share:.0%} waiting for data** and {1 - share:.0%} compute ({verdict})."
+        )
     lines += ["", line]
-    parts = [f"training steps {t['data_s'] + t['compute_s']:.1f} s", f"validation {t['val_s']:.1f} s",
-             f"test {t.get('test_s', 0.0):.1f} s", f"other (hooks, checkpoints, logging) {t['other_s']:.1f} s"]
+    parts = [
+        f"training steps {t['data_s'] + t['compute_s']:.1f} s",
+        f"validation {t['val_s']:.1f} s",
+        f"test {t.get('test_s', 0.0):.1f} s",
+        f"other (hooks, checkpoints, logging) {t['other_s']:.1f} s",
+    ]
     if setup is not None:
         parts.append(f"setup (reading and checking images, building the model) {setup:.1f} s")
     lines.append(f"Whole run {report['seconds']:.1f} s: " + ", ".join(parts) + ".")
@@ -54,46 +67,72 @@ def _time_section(report: dict) -> list[str]:
 def render_markdown(report: dict) -> str:
     need, rec, cur = report["needs"], report["recommended"], report["current"]
     p = report["prices"]
-    lines = [f"# Cost report: {report['run']}", "",
-             f"Machine: {_machine_line(report['machine'])}. Run: {report['seconds']:.1f} s "
-             f"({report['seconds_from']}), {report['epochs'] or '?'} epochs; {report['samples']} samples "
-             f"every {report['interval_s'] or '?'} s from {report['source']}.", "",
-             "## Utilization", "", "| resource | peak | mean | p95 | unit |", "|---|---|---|---|---|"]
+    lines = [
+        f"# Cost report: {report['run']}",
+        "",
+        f"Machine: {_machine_line(report['machine'])}. Run: {report['seconds']:.1f} s "
+        f"({report['seconds_from']}), {report['epochs'] or '?'} epochs; {report['samples']} samples "
+        f"every {report['interval_s'] or '?'} s from {report['source']}.",
+        "",
+        "## Utilization",
+        "",
+        "| resource | peak | mean | p95 | unit |",
+        "|---|---|---|---|---|",
+    ]
     for s in report["utilization"].values():
         lines.append(f"| {s['what']} | {_fmt(s['peak'])} | {_fmt(s['mean'])} | {_fmt(s['p95'])} | {s['unit']} |")
     lines += ["", "## Time", "", *_time_section(report), "", "## Instance", ""]
-    used = (f"The run kept {need['cores_used']} of {need['cpus_available']} cores busy (p95) and peaked at "
-            f"{need['mem_used_gb']} GiB memory" + (f" and {need['gpu_mem_used_gb']} GiB GPU memory"
-                                                   if need["uses_gpu"] else "; it did not need a GPU")
-            + f". With {need['headroom']}x headroom an instance needs ≥ {need['vcpus']} vCPU, ≥ {need['mem_gb']} GiB"
-            + (f", {need['gpus']} GPU(s) with ≥ {need['gpu_mem_gb']} GiB each." if need["uses_gpu"] else "."))
+    used = (
+        f"The run kept {need['cores_used']} of {need['cpus_available']} cores busy (p95) and peaked at "
+        f"{need['mem_used_gb']} GiB memory"
+        + (f" and {need['gpu_mem_used_gb']} GiB GPU memory" if need["uses_gpu"] else "; it did not need a GPU")
+        + f". With {need['headroom']}x headroom an instance needs ≥ {need['vcpus']} vCPU, ≥ {need['mem_gb']} GiB"
+        + (f", {need['gpus']} GPU(s) with ≥ {need['gpu_mem_gb']} GiB each." if need["uses_gpu"] else ".")
+    )
     lines.append(used)
     if need["cpu_bound"]:
         lines.append("The run was CPU-bound on this machine: more vCPUs would likely shorten it.")
     if need["contended"]:
-        lines.append("Other processes kept this machine's CPUs busy (p95 ≥ 90%) while the run used fewer cores: it "
-                     "got less CPU than it could have used, so its time and its CPU need are understated.")
+        lines.append(
+            "Other processes kept this machine's CPUs busy (p95 ≥ 90%) while the run used fewer cores: it "
+            "got less CPU than it could have used, so its time and its CPU need are understated."
+        )
     lines.append("")
     if rec:
         flag = " (price disputed, see table notes)" if rec.get("checked") == "disputed" else ""
-        lines.append(f"**Recommended: {rec['instance']}** ({rec['vcpus']} vCPU, {rec['mem_gb']} GiB"
-                     + (f", {rec['gpus']}x {rec['gpu']}" if rec["gpus"] else "") + f") at ${rec['usd_per_hour']}/h"
-                     f"{flag}: about **${rec['usd_per_run']:.4f} per run** of {report['seconds']:.0f} s, assuming the "
-                     "same run time (it holds while the run is not short of the resource the smaller instance has less of).")
+        lines.append(
+            f"**Recommended: {rec['instance']}** ({rec['vcpus']} vCPU, {rec['mem_gb']} GiB"
+            + (f", {rec['gpus']}x {rec['gpu']}" if rec["gpus"] else "")
+            + f") at ${rec['usd_per_hour']}/h"
+            f"{flag}: about **${rec['usd_per_run']:.4f} per run** of {report['seconds']:.0f} s, assuming the "
+            "same run time (it holds while the run is not short of the resource the smaller instance has less of)."
+        )
     else:
         lines.append("No instance of the price table fits this run; add larger ones to the table.")
     if cur:
-        lines.append(f"This run's instance {cur['instance']} at ${cur['usd_per_hour']}/h: ${cur['usd_per_run']:.4f} per run"
-                     + (f"; the recommendation saves ${report['saving_per_run_usd']:.4f} per run "
-                        f"({report['saving_per_run_usd'] / cur['usd_per_run']:.0%})." if rec and cur['usd_per_run'] else "."))
+        lines.append(
+            f"This run's instance {cur['instance']} at ${cur['usd_per_hour']}/h: ${cur['usd_per_run']:.4f} per run"
+            + (
+                f"; the recommendation saves ${report['saving_per_run_usd']:.4f} per run "
+                f"({report['saving_per_run_usd'] / cur['usd_per_run']:.0%})."
+                if rec and cur["usd_per_run"]
+                else "."
+            )
+        )
     lines += ["", "| instance | vCPU | GiB | GPU | $/h | $ per run | fits |", "|---|---|---|---|---|---|---|"]
     for c in report["instances"]:
         gpu = f"{c['gpus']}x {c['gpu']} {c['gpu_mem_gb']} GiB" if c["gpus"] else "-"
         price = f"{c['usd_per_hour']}" + ("?" if c.get("checked") == "disputed" else "")
-        lines.append(f"| {c['instance']} | {c['vcpus']} | {c['mem_gb']} | {gpu} | {price} | {c['usd_per_run']:.4f} "
-                     f"| {'yes' if c['fits'] else 'no: ' + c['short_of']} |")
-    lines += ["", f"Prices: {p['currency']} on-demand, {p['region']}, from {p['source']}, collected {p['collected']}; "
-              "`?` marks a price the public copies disagree on. Check current prices before relying on them.", ""]
+        lines.append(
+            f"| {c['instance']} | {c['vcpus']} | {c['mem_gb']} | {gpu} | {price} | {c['usd_per_run']:.4f} "
+            f"| {'yes' if c['fits'] else 'no: ' + c['short_of']} |"
+        )
+    lines += [
+        "",
+        f"Prices: {p['currency']} on-demand, {p['region']}, from {p['source']}, collected {p['collected']}; "
+        "`?` marks a price the public copies disagree on. Check current prices before relying on them.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -101,11 +140,13 @@ def plot_utilization(rows: list[dict], machine: dict, path: str | Path) -> Path:
     """Utilization over time, one panel per resource; setup (reading the data), validation and test shaded."""
     t = [r["t"] for r in rows]
     has = lambda col: any(r.get(col) is not None for r in rows)  # noqa: E731
-    panels = [("CPU (%)", [("cpu_percent", "machine")]),
-              ("memory (GiB)", [("mem_used_gb", "machine"), ("proc_rss_gb", "this run")]),
-              ("disk (MiB/s)", [("disk_read_mbs", "read"), ("disk_write_mbs", "write")]),
-              ("network (MiB/s)", [("net_recv_mbs", "in"), ("net_sent_mbs", "out")]),
-              ("GPU (%)", [("gpu_percent", "compute"), ("gpu_mem_percent", "memory")])]
+    panels = [
+        ("CPU (%)", [("cpu_percent", "machine")]),
+        ("memory (GiB)", [("mem_used_gb", "machine"), ("proc_rss_gb", "this run")]),
+        ("disk (MiB/s)", [("disk_read_mbs", "read"), ("disk_write_mbs", "write")]),
+        ("network (MiB/s)", [("net_recv_mbs", "in"), ("net_sent_mbs", "out")]),
+        ("GPU (%)", [("gpu_percent", "compute"), ("gpu_mem_percent", "memory")]),
+    ]
     cpus = machine.get("cpus_usable") or machine.get("cpus") or 1
     panels = [(title, [(c, lbl) for c, lbl in series if has(c)]) for title, series in panels]
     panels = [p for p in panels if p[1]]
@@ -149,8 +190,12 @@ def plot_epochs(timing: dict, path: str | Path) -> Path | None:
     epochs = timing.get("epochs") or []
     if not epochs:
         return None
-    parts = [("data_s", "waiting for data", "tab:red"), ("compute_s", "compute", "tab:blue"),
-             ("val_s", "validation", "tab:orange"), ("other_s", "other", "tab:grey")]
+    parts = [
+        ("data_s", "waiting for data", "tab:red"),
+        ("compute_s", "compute", "tab:blue"),
+        ("val_s", "validation", "tab:orange"),
+        ("other_s", "other", "tab:grey"),
+    ]
     fig, ax = plt.subplots(figsize=(8, 0.45 * len(epochs) + 1.6))
     left = [0.0] * len(epochs)
     ys = [e["epoch"] for e in epochs]

@@ -27,7 +27,8 @@ class DebugData:
     losses: dict[str, list[tuple[int, float]]] = field(default_factory=lambda: defaultdict(list))
     # collection -> tensor name -> [(training step, {"norm": .., "abs_mean": .., ...})]
     tensors: dict[str, dict[str, list[tuple[int, dict]]]] = field(
-        default_factory=lambda: defaultdict(lambda: defaultdict(list)))
+        default_factory=lambda: defaultdict(lambda: defaultdict(list))
+    )
     rules: dict | None = None
 
     def summary(self) -> dict:
@@ -60,8 +61,14 @@ def _lines(path: Path) -> list[dict]:
 
 def _stats(a: np.ndarray) -> dict:
     a = a.astype(np.float64).ravel()
-    return {"mean": float(a.mean()), "std": float(a.std()), "norm": float(np.linalg.norm(a)),
-            "abs_mean": float(np.abs(a).mean()), "min": float(a.min()), "max": float(a.max())}
+    return {
+        "mean": float(a.mean()),
+        "std": float(a.std()),
+        "norm": float(np.linalg.norm(a)),
+        "abs_mean": float(np.abs(a).mean()),
+        "min": float(a.min()),
+        "max": float(a.max()),
+    }
 
 
 def load_smdebug(path: str) -> DebugData:
@@ -71,9 +78,11 @@ def load_smdebug(path: str) -> DebugData:
         from smdebug import modes
         from smdebug.trials import create_trial
     except ImportError:
-        raise BincountError("reading an smdebug trial needs smdebug, which pins numpy<2 and old protobuf: run "
-                            "`bash scripts/setup_smdebug.sh`, then `.venv-smdebug/bin/bincount debug-report "
-                            f"{path}`") from None
+        raise BincountError(
+            "reading an smdebug trial needs smdebug, which pins numpy<2 and old protobuf: run "
+            "`bash scripts/setup_smdebug.sh`, then `.venv-smdebug/bin/bincount debug-report "
+            f"{path}`"
+        ) from None
     trial = create_trial(path)
     data = DebugData(source=str(path))
 
@@ -87,8 +96,7 @@ def load_smdebug(path: str) -> DebugData:
         for s in t.steps(mode=modes.TRAIN):
             data.losses["train"].append((s, float(np.asarray(t.value(s, mode=modes.TRAIN)).mean())))
         for s in t.steps(mode=modes.EVAL):
-            data.losses["eval"].append((train_steps_before(s),
-                                        float(np.asarray(t.value(s, mode=modes.EVAL)).mean())))
+            data.losses["eval"].append((train_steps_before(s), float(np.asarray(t.value(s, mode=modes.EVAL)).mean())))
     for collection in ("weights", "biases", "gradients"):
         for name in trial.tensor_names(collection=collection):
             t = trial.tensor(name)
@@ -140,7 +148,7 @@ def plot_debug(data: DebugData, path: str | Path) -> Path:
         ax.plot(steps, values, color="tab:blue", alpha=0.3, lw=0.8)
         k = max(1, len(values) // 25)
         smooth = np.convolve(values, np.ones(k) / k, mode="valid")
-        ax.plot(steps[k - 1:], smooth, color="tab:blue", label=f"train (mean of {k})")
+        ax.plot(steps[k - 1 :], smooth, color="tab:blue", label=f"train (mean of {k})")
     by_step: dict[int, list[float]] = defaultdict(list)
     for s, v in data.losses.get("eval", []):
         by_step[s].append(v)
@@ -150,8 +158,16 @@ def plot_debug(data: DebugData, path: str | Path) -> Path:
     for name, rule in (data.rules or {}).items():
         if rule.get("triggered"):
             ax.axvline(rule["first_step"], color="tab:red", ls=":", lw=1)
-            ax.annotate(name, (rule["first_step"], 1), xycoords=("data", "axes fraction"), rotation=90,
-                        va="top", ha="right", fontsize=7, color="tab:red")
+            ax.annotate(
+                name,
+                (rule["first_step"], 1),
+                xycoords=("data", "axes fraction"),
+                rotation=90,
+                va="top",
+                ha="right",
+                fontsize=7,
+                color="tab:red",
+            )
     ax.set_xlabel("training step")
     ax.set_ylabel("loss")
     ax.set_title(f"loss ({data.source})", fontsize=9)
@@ -180,5 +196,7 @@ def load(path: str) -> tuple[DebugData, Path]:
             return load_local(d), d / DEBUG_PLOT
     if (p / "index").is_dir() or (p / "events").is_dir():
         return load_smdebug(str(p)), p / "debug_report.png"
-    raise BincountError(f"debug-report: {p} holds neither debugger records (debugger/{DEBUG_TENSORS}) nor an "
-                        "smdebug trial (index/, events/); pass a run directory or a job's debug-output")
+    raise BincountError(
+        f"debug-report: {p} holds neither debugger records (debugger/{DEBUG_TENSORS}) nor an "
+        "smdebug trial (index/, events/); pass a run directory or a job's debug-output"
+    )

@@ -30,8 +30,9 @@ def plot_curves(history: list[dict], path: str | Path) -> Path:
     return Path(path)
 
 
-def plot_confusion(confusion: Sequence[Sequence[int]], classes: Sequence[int], path: str | Path,
-                   title: str = "confusion matrix") -> Path:
+def plot_confusion(
+    confusion: Sequence[Sequence[int]], classes: Sequence[int], path: str | Path, title: str = "confusion matrix"
+) -> Path:
     """Counts and row-normalised shares (recall per true count) in one heat map."""
     m = np.asarray(confusion, dtype=float)
     share = m / np.clip(m.sum(1, keepdims=True), 1, None)
@@ -39,8 +40,15 @@ def plot_confusion(confusion: Sequence[Sequence[int]], classes: Sequence[int], p
     ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
     for i in range(len(classes)):
         for j in range(len(classes)):
-            ax.text(j, i, f"{int(m[i, j])}\n{share[i, j]:.0%}", ha="center", va="center",
-                    color="white" if share[i, j] > 0.5 else "black", fontsize=8)
+            ax.text(
+                j,
+                i,
+                f"{int(m[i, j])}\n{share[i, j]:.0%}",
+                ha="center",
+                va="center",
+                color="white" if share[i, j] > 0.5 else "black",
+                fontsize=8,
+            )
     ax.set_xticks(range(len(classes)), classes)
     ax.set_yticks(range(len(classes)), classes)
     ax.set_xlabel("predicted count")
@@ -53,8 +61,13 @@ def plot_confusion(confusion: Sequence[Sequence[int]], classes: Sequence[int], p
     return Path(path)
 
 
-def plot_reliability(bins: Sequence[dict], path: str | Path, title: str = "reliability",
-                     ece: float | None = None, ece_before: float | None = None) -> Path:
+def plot_reliability(
+    bins: Sequence[dict],
+    path: str | Path,
+    title: str = "reliability",
+    ece: float | None = None,
+    ece_before: float | None = None,
+) -> Path:
     """Reliability diagram: per confidence bin, how often the top count was right against how sure the
     model said it was (on the diagonal = calibrated), with the number of images per bin below."""
     used = [b for b in bins if b["images"]]
@@ -64,8 +77,9 @@ def plot_reliability(bins: Sequence[dict], path: str | Path, title: str = "relia
         width = used[0]["high"] - used[0]["low"]
         centres = [(b["low"] + b["high"]) / 2 for b in used]
         ax.bar(centres, [b["accuracy"] for b in used], width=width * 0.9, alpha=0.7, label="share right")
-        ax.plot([b["confidence"] for b in used], [b["accuracy"] for b in used], "o", color="C1",
-                label="mean confidence")
+        ax.plot(
+            [b["confidence"] for b in used], [b["accuracy"] for b in used], "o", color="C1", label="mean confidence"
+        )
         hist.bar(centres, [b["images"] for b in used], width=width * 0.9, color="grey")
     ax.set_ylabel("share of top counts that were right")
     ax.set_xlim(0, 1)

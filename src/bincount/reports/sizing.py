@@ -35,8 +35,10 @@ def load_prices(path: str | Path | None = None) -> dict:
 def load_run(run: str | Path) -> dict:
     run = Path(run)
     if not (run / UTILIZATION_CSV).is_file():
-        raise BincountError(f"{run}: no {UTILIZATION_CSV}; train with the system monitor on (callbacks=default), "
-                            "or read a SageMaker job's metrics with --sagemaker-job NAME")
+        raise BincountError(
+            f"{run}: no {UTILIZATION_CSV}; train with the system monitor on (callbacks=default), "
+            "or read a SageMaker job's metrics with --sagemaker-job NAME"
+        )
     info = json.loads((run / UTILIZATION_JSON).read_text()) if (run / UTILIZATION_JSON).is_file() else {}
     metrics = json.loads((run / METRICS).read_text()) if (run / METRICS).is_file() else {}
     return {"dir": run, "rows": read_csv(run / UTILIZATION_CSV), "info": info, "metrics": metrics}
@@ -68,8 +70,9 @@ def needs(rows: list[dict], summary: dict, machine: dict, rules: dict) -> dict:
     gpu_busy = summary.get("gpu_percent", {}).get("mean", 0.0)
     gpu_mem_used = summary.get("gpu_mem_gb", {}).get("peak", 0.0)
     n_gpus = len(machine.get("gpus") or [])
-    uses_gpu = n_gpus > 0 and (gpu_busy > float(rules.get("gpu_min_percent", 5)) or
-                               ("gpu_percent" not in summary and gpu_mem_used > 0.5))
+    uses_gpu = n_gpus > 0 and (
+        gpu_busy > float(rules.get("gpu_min_percent", 5)) or ("gpu_percent" not in summary and gpu_mem_used > 0.5)
+    )
     return {
         "cores_used": round(cores_used, 2),
         "cpus_available": cpus,
@@ -100,8 +103,15 @@ def candidates(instances: dict, need: dict, seconds: float) -> list[dict]:
             short.append("no GPU" if not spec["gpus"] else f"{spec['gpus']} GPU < {need['gpus']}")
         if need["uses_gpu"] and spec["gpus"] and spec["gpu_mem_gb"] < need["gpu_mem_gb"]:
             short.append(f"{spec['gpu_mem_gb']} GiB GPU memory < {need['gpu_mem_gb']}")
-        out.append({"instance": name, **spec, "usd_per_run": round(spec["usd_per_hour"] * seconds / 3600, 5),
-                    "fits": not short, "short_of": "; ".join(short)})
+        out.append(
+            {
+                "instance": name,
+                **spec,
+                "usd_per_run": round(spec["usd_per_hour"] * seconds / 3600, 5),
+                "fits": not short,
+                "short_of": "; ".join(short),
+            }
+        )
     return sorted(out, key=lambda c: (c["usd_per_hour"], c["instance"]))
 
 
@@ -128,8 +138,7 @@ def build_report(run: str | Path, prices: str | Path | None = None, current: str
     report = {
         "run": str(data["dir"]),
         "seconds": seconds,
-        "seconds_from": "billable_s" if info.get("billable_s") else (METRICS if metrics.get("seconds")
-                                                                      else "monitor"),
+        "seconds_from": "billable_s" if info.get("billable_s") else (METRICS if metrics.get("seconds") else "monitor"),
         "epochs": len(timing.get("epochs") or []) or metrics.get("epochs"),
         "machine": machine,
         "source": info.get("source", "bincount system monitor"),

@@ -53,8 +53,11 @@ class BatchingPredictor:
         deadline = time.monotonic() + self.max_wait
         while n < self.max_batch:
             try:
-                job = self._queue.get(timeout=max(0.0, deadline - time.monotonic())) if self.max_wait \
+                job = (
+                    self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                    if self.max_wait
                     else self._queue.get_nowait()
+                )
             except queue.Empty:
                 break
             if job is None:
@@ -75,7 +78,7 @@ class BatchingPredictor:
                 self.passes, self.images = self.passes + 1, self.images + len(probs)
                 start = 0
                 for j in jobs:
-                    j.result, start = probs[start:start + len(j.items)], start + len(j.items)
+                    j.result, start = probs[start : start + len(j.items)], start + len(j.items)
             except Exception as e:  # every waiting request hears about it; the worker goes on
                 for j in jobs:
                     j.error = e

@@ -30,8 +30,11 @@ from bincount.serve.export import ENTRY_POINT, TAR_NAME, export_model, write_mod
 log = logging.getLogger(__name__)
 
 # the requests of a deployment, in order, and the boto3 method that sends each
-OPERATIONS = {"CreateModel": "create_model", "CreateEndpointConfig": "create_endpoint_config",
-              "CreateEndpoint": "create_endpoint"}
+OPERATIONS = {
+    "CreateModel": "create_model",
+    "CreateEndpointConfig": "create_endpoint_config",
+    "CreateEndpoint": "create_endpoint",
+}
 
 
 def compose(overrides: list[str]) -> DictConfig:
@@ -64,9 +67,15 @@ def build_requests(cfg: DictConfig, model_data: str, stamp: str, role: str, regi
     model_name = config_name = f"{cfg.name}-{stamp}"
     variant = instantiate(cfg.endpoint, model_name=model_name, _convert_="all")
     serverless = "ServerlessConfig" in variant
-    image = image_uris.retrieve("pytorch", region, version=str(cfg.framework_version), py_version=cfg.py_version,
-                                instance_type=variant.get("InstanceType"), image_scope="inference",
-                                serverless_inference_config=ServerlessInferenceConfig() if serverless else None)
+    image = image_uris.retrieve(
+        "pytorch",
+        region,
+        version=str(cfg.framework_version),
+        py_version=cfg.py_version,
+        instance_type=variant.get("InstanceType"),
+        image_scope="inference",
+        serverless_inference_config=ServerlessInferenceConfig() if serverless else None,
+    )
     tags = [{"Key": str(k), "Value": str(v)} for k, v in (cfg.tags or {}).items()]
     return {
         "CreateModel": {
@@ -86,10 +95,16 @@ def build_requests(cfg: DictConfig, model_data: str, stamp: str, role: str, regi
             },
             **({"Tags": tags} if tags else {}),
         },
-        "CreateEndpointConfig": {"EndpointConfigName": config_name, "ProductionVariants": [variant],
-                                 **({"Tags": tags} if tags else {})},
-        "CreateEndpoint": {"EndpointName": cfg.name, "EndpointConfigName": config_name,
-                           **({"Tags": tags} if tags else {})},
+        "CreateEndpointConfig": {
+            "EndpointConfigName": config_name,
+            "ProductionVariants": [variant],
+            **({"Tags": tags} if tags else {}),
+        },
+        "CreateEndpoint": {
+            "EndpointName": cfg.name,
+            "EndpointConfigName": config_name,
+            **({"Tags": tags} if tags else {}),
+        },
     }
 
 
@@ -110,8 +125,10 @@ def deploy(cfg: DictConfig) -> dict:
     role = session.role_arn  # refuse before uploading anything
     client = session.client("sagemaker")
     if not cfg.dry_run and _endpoint_exists(client, cfg.name):
-        raise BincountError(f"endpoint {cfg.name} already exists; pick another name=... or run "
-                            f"`bincount delete-endpoint {cfg.name}` first")
+        raise BincountError(
+            f"endpoint {cfg.name} already exists; pick another name=... or run "
+            f"`bincount delete-endpoint {cfg.name}` first"
+        )
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     with tempfile.TemporaryDirectory(prefix="bincount-deploy-") as tmp:
         model_data = model_tarball(str(cfg.artifact), Path(tmp))
@@ -143,11 +160,14 @@ def delete_endpoint(name: str, region: str | None = None, keep_model: bool = Fal
     try:
         config_name = sm.describe_endpoint(EndpointName=name)["EndpointConfigName"]
     except sm.exceptions.ClientError:
-        raise BincountError(f"no endpoint {name} in {session.region}; list them with "
-                            "`aws sagemaker list-endpoints`") from None
+        raise BincountError(
+            f"no endpoint {name} in {session.region}; list them with `aws sagemaker list-endpoints`"
+        ) from None
     variants = sm.describe_endpoint_config(EndpointConfigName=config_name)["ProductionVariants"]
-    steps = [("endpoint", lambda: sm.delete_endpoint(EndpointName=name), name),
-             ("endpoint config", lambda: sm.delete_endpoint_config(EndpointConfigName=config_name), config_name)]
+    steps = [
+        ("endpoint", lambda: sm.delete_endpoint(EndpointName=name), name),
+        ("endpoint config", lambda: sm.delete_endpoint_config(EndpointConfigName=config_name), config_name),
+    ]
     if not keep_model:
         steps += [("model", lambda m=v["ModelName"]: sm.delete_model(ModelName=m), v["ModelName"]) for v in variants]
     done = []

@@ -41,20 +41,32 @@ PARITY_NAME = "parity.json"
 # What the SageMaker PyTorch container installs before importing code/inference.py.
 ENDPOINT_REQUIREMENTS = ["timm>=1.0", "safetensors>=0.4", "rich>=13"]
 ENTRY_POINT = "inference.py"
-ENTRY_SOURCE = '"""SageMaker entry point: bincount\'s handler functions."""\n' \
-               "from bincount.serve.handler import input_fn, model_fn, output_fn, predict_fn  # noqa: F401\n"
+ENTRY_SOURCE = (
+    '"""SageMaker entry point: bincount\'s handler functions."""\n'
+    "from bincount.serve.handler import input_fn, model_fn, output_fn, predict_fn  # noqa: F401\n"
+)
 
 
 def parity(reference: TorchPredictor, candidate: OnnxPredictor, batch: torch.Tensor) -> dict:
     """How far ONNX Runtime's logits are from PyTorch's on the same preprocessed batch."""
     a, b = reference.logits(batch), candidate.logits(batch)
-    same = (a.argmax(1) == b.argmax(1))
-    return {"images": int(batch.shape[0]), "max_abs_logit_diff": float(np.abs(a - b).max()),
-            "same_counts": bool(same.all()), "count_disagreements": int((~same).sum())}
+    same = a.argmax(1) == b.argmax(1)
+    return {
+        "images": int(batch.shape[0]),
+        "max_abs_logit_diff": float(np.abs(a - b).max()),
+        "same_counts": bool(same.all()),
+        "count_disagreements": int((~same).sum()),
+    }
 
 
-def export_model(model: str | Path, out: str | Path, onnx: bool = False, parity_images: list[str] | None = None,
-                 sagemaker: bool = False, parity_tolerance: float = 1e-4) -> dict:
+def export_model(
+    model: str | Path,
+    out: str | Path,
+    onnx: bool = False,
+    parity_images: list[str] | None = None,
+    sagemaker: bool = False,
+    parity_tolerance: float = 1e-4,
+) -> dict:
     """Write the served form of a checkpoint (or re-export a folder) into ``out``; return what was written."""
     from safetensors.torch import save_file
 
@@ -71,16 +83,20 @@ def export_model(model: str | Path, out: str | Path, onnx: bool = False, parity_
             batch = torch.stack([predictor.load(p) for p in find_images(parity_images).images[:64]])
         else:
             log.warning("no --parity-images: checking ONNX parity on random inputs, not real images")
-            batch = torch.randn(8, 3, predictor.image_size, predictor.image_size, generator=torch.Generator().manual_seed(0))
+            batch = torch.randn(
+                8, 3, predictor.image_size, predictor.image_size, generator=torch.Generator().manual_seed(0)
+            )
         check = parity(predictor, OnnxPredictor(predictor.hparams, onnx_path), batch)
         check["inputs"] = "images" if parity_images else "random"
         (out / PARITY_NAME).write_text(json.dumps(check, indent=2))
         written["files"] += [ONNX_NAME, PARITY_NAME]
         written["parity"] = check
         if check["max_abs_logit_diff"] > parity_tolerance or not check["same_counts"]:
-            raise BincountError(f"ONNX export of {model} disagrees with PyTorch (max logit difference "
-                                f"{check['max_abs_logit_diff']:.2e}, {check['count_disagreements']} different counts); "
-                                "serve it with --backend torch")
+            raise BincountError(
+                f"ONNX export of {model} disagrees with PyTorch (max logit difference "
+                f"{check['max_abs_logit_diff']:.2e}, {check['count_disagreements']} different counts); "
+                "serve it with --backend torch"
+            )
     if sagemaker:
         written["tarball"] = str(write_model_tar(out, out / TAR_NAME))
     return written

@@ -71,8 +71,10 @@ def _from_json(body: bytes) -> list[bytes]:
     try:
         doc = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise RequestError(400, f"the body is not valid JSON ({e.__class__.__name__}); "
-                                'send {"image": "<base64>"} or {"images": [...]}') from None
+        raise RequestError(
+            400,
+            f'the body is not valid JSON ({e.__class__.__name__}); send {{"image": "<base64>"}} or {{"images": [...]}}',
+        ) from None
     if isinstance(doc, dict) and isinstance(doc.get("image"), str):
         items = [doc["image"]]
     elif isinstance(doc, dict) and isinstance(doc.get("images"), list):
@@ -135,9 +137,14 @@ def predict_fn(input_data: list[bytes], model: Predictor) -> list[dict]:
         except ImageError as e:  # truncated or corrupt pixel data, or a mode without a faithful RGB
             raise RequestError(400, f"image {i} cannot be used: {e}") from None
     probabilities = model.predict(images)
-    return [{"count": count, "confidence": round(float(p.max()), 6),
-             "probabilities": {str(c): round(float(q), 6) for c, q in zip(model.classes, p)}}
-            for count, p in zip(model.counts(probabilities), probabilities)]
+    return [
+        {
+            "count": count,
+            "confidence": round(float(p.max()), 6),
+            "probabilities": {str(c): round(float(q), 6) for c, q in zip(model.classes, p)},
+        }
+        for count, p in zip(model.counts(probabilities), probabilities)
+    ]
 
 
 def output_fn(prediction: list[dict], accept: str | None) -> tuple[str, str]:

@@ -31,8 +31,14 @@ def _loopback(host: str) -> bool:
         return False
 
 
-def load_test(url: str, bodies: list[tuple[bytes, str]], requests: int = 1000, concurrency: int = 8,
-              check: Callable[[int, int, bytes], bool] | None = None, timeout: float = 60.0) -> dict:
+def load_test(
+    url: str,
+    bodies: list[tuple[bytes, str]],
+    requests: int = 1000,
+    concurrency: int = 8,
+    check: Callable[[int, int, bytes], bool] | None = None,
+    timeout: float = 60.0,
+) -> dict:
     """Send ``requests`` POSTs to ``url``/invocations, cycling through ``bodies`` (bytes, content type).
     ``check(i, status, body)`` judges an answer to ``bodies[i]`` (default: status 200)."""
     parts = urlsplit(url)
@@ -72,8 +78,15 @@ def load_test(url: str, bodies: list[tuple[bytes, str]], requests: int = 1000, c
         list(pool.map(client, range(concurrency)))
     seconds = time.perf_counter() - started
     ms = latencies * 1000
-    return {"requests": requests, "concurrency": concurrency, "errors": len(errors), "error_samples": errors[:5],
-            "statuses": {str(k): v for k, v in statuses.items()}, "seconds": round(seconds, 3),
-            "throughput_rps": round(requests / seconds, 2),
-            "latency_ms": {q: round(float(np.percentile(ms, p)), 2) for q, p in
-                           (("p50", 50), ("p90", 90), ("p99", 99), ("max", 100))}}
+    return {
+        "requests": requests,
+        "concurrency": concurrency,
+        "errors": len(errors),
+        "error_samples": errors[:5],
+        "statuses": {str(k): v for k, v in statuses.items()},
+        "seconds": round(seconds, 3),
+        "throughput_rps": round(requests / seconds, 2),
+        "latency_ms": {
+            q: round(float(np.percentile(ms, p)), 2) for q, p in (("p50", 50), ("p90", 90), ("p99", 99), ("max", 100))
+        },
+    }

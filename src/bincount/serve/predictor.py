@@ -69,8 +69,7 @@ class Predictor(ABC):
     def batch(self, images: Sequence[Image.Image | torch.Tensor] | torch.Tensor) -> torch.Tensor:
         if isinstance(images, torch.Tensor):
             return images if images.ndim == 4 else images.unsqueeze(0)
-        return torch.stack([im if isinstance(im, torch.Tensor) else
-                            self.transform(to_rgb(im)) for im in images])
+        return torch.stack([im if isinstance(im, torch.Tensor) else self.transform(to_rgb(im)) for im in images])
 
     # -- inference --------------------------------------------------------------------------
     @abstractmethod
@@ -106,13 +105,17 @@ class TorchPredictor(Predictor):
         import timm  # timm directly, not CountingModel: an endpoint container needs no Lightning
 
         if not timm.is_model(hparams["backbone"]):
-            raise BincountError(f"backbone {hparams['backbone']!r} is not in this timm ({timm.__version__}); upgrade timm")
+            raise BincountError(
+                f"backbone {hparams['backbone']!r} is not in this timm ({timm.__version__}); upgrade timm"
+            )
         self.model = timm.create_model(hparams["backbone"], pretrained=False, num_classes=len(self.classes))
         try:
             self.model.load_state_dict(state_dict, strict=True)
         except RuntimeError as e:
-            raise BincountError(f"the weights do not fit a {hparams['backbone']} with {len(self.classes)} classes "
-                                f"({str(e).splitlines()[0][:160]}); is the model file from another run?") from None
+            raise BincountError(
+                f"the weights do not fit a {hparams['backbone']} with {len(self.classes)} classes "
+                f"({str(e).splitlines()[0][:160]}); is the model file from another run?"
+            ) from None
         self.model.eval()
         self.channels_last = bool(hparams.get("channels_last"))
         if self.channels_last:
@@ -149,9 +152,16 @@ def export_onnx(predictor: TorchPredictor, path: str | Path) -> Path:
     with warnings.catch_warnings():
         # The TorchScript-based exporter: no extra dependency (the torch.export one needs onnxscript).
         warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(predictor.model, (dummy,), str(path), dynamo=False, opset_version=OPSET,
-                          input_names=["images"], output_names=["logits"],
-                          dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}})
+        torch.onnx.export(
+            predictor.model,
+            (dummy,),
+            str(path),
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=["images"],
+            output_names=["logits"],
+            dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
+        )
     return path
 
 
@@ -168,7 +178,9 @@ def read_hparams(folder: Path) -> dict:
     try:
         hparams = json.loads(path.read_text())
     except FileNotFoundError:
-        raise BincountError(f"{folder} has no {HPARAMS_NAME}; export the model with `bincount export CKPT --out DIR`") from None
+        raise BincountError(
+            f"{folder} has no {HPARAMS_NAME}; export the model with `bincount export CKPT --out DIR`"
+        ) from None
     missing = [k for k in ("backbone", "classes", "image_size") if k not in hparams]
     if missing:
         raise BincountError(f"{path} lacks {', '.join(missing)}; re-export the model with `bincount export`")
@@ -187,8 +199,10 @@ def load_predictor(path: str | Path, backend: str = "torch", threads: int = 0) -
     if path.is_file() and path.suffix in (".onnx", ".safetensors"):
         folder = path.parent
         if (path.suffix == ".onnx") != (backend == "onnx"):
-            raise BincountError(f"{path.name} is a {path.suffix[1:]} file; use --backend "
-                                f"{'onnx' if path.suffix == '.onnx' else 'torch'} or pass the folder")
+            raise BincountError(
+                f"{path.name} is a {path.suffix[1:]} file; use --backend "
+                f"{'onnx' if path.suffix == '.onnx' else 'torch'} or pass the folder"
+            )
     else:
         folder = path if path.is_dir() else None
 
@@ -201,7 +215,9 @@ def load_predictor(path: str | Path, backend: str = "torch", threads: int = 0) -
             return OnnxPredictor(hparams, onnx_file, threads)
         weights = path if path.suffix == ".safetensors" else folder / WEIGHTS_NAME
         if not weights.is_file():
-            raise BincountError(f"{folder} has no {weights.name}; export the model with `bincount export CKPT --out DIR`")
+            raise BincountError(
+                f"{folder} has no {weights.name}; export the model with `bincount export CKPT --out DIR`"
+            )
         from safetensors.torch import load_file
 
         state = load_file(str(weights))

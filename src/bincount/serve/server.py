@@ -93,8 +93,14 @@ class _RequestHandler(BaseHTTPRequestHandler):
             model = self.server.model
             self._send(200, {"status": "healthy", "backend": model.backend, "classes": model.classes})
         elif self.path == "/execution-parameters":  # asked by SageMaker batch transform
-            self._send(200, {"MaxConcurrentTransforms": 4, "BatchStrategy": "MULTI_RECORD",
-                             "MaxPayloadInMB": max(1, self.server.max_body_bytes // (1024 * 1024))})
+            self._send(
+                200,
+                {
+                    "MaxConcurrentTransforms": 4,
+                    "BatchStrategy": "MULTI_RECORD",
+                    "MaxPayloadInMB": max(1, self.server.max_body_bytes // (1024 * 1024)),
+                },
+            )
         else:
             self._error(404, f"no route GET {self.path}; use GET /ping or POST /invocations")
 
@@ -122,8 +128,11 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self.close_connection = True
             if length <= DRAIN_FACTOR * limit:
                 self.rfile.read(length)
-            self._error(413, f"the body is {length} bytes, over this server's limit of {limit}; "
-                             "send a smaller image or raise --max-body-mb")
+            self._error(
+                413,
+                f"the body is {length} bytes, over this server's limit of {limit}; "
+                "send a smaller image or raise --max-body-mb",
+            )
             return None
         body = self.rfile.read(length)
         if len(body) < length:  # the client hung up mid-body
@@ -152,7 +161,13 @@ class _RequestHandler(BaseHTTPRequestHandler):
         self._send(200, answer, content_type)
 
 
-def start_server(model: Predictor, host: str = "127.0.0.1", port: int = 0, max_body_bytes: int = DEFAULT_MAX_BODY,
-                 max_batch: int = 32, max_wait_ms: float = 0.0) -> InferenceServer:
+def start_server(
+    model: Predictor,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    max_body_bytes: int = DEFAULT_MAX_BODY,
+    max_batch: int = 32,
+    max_wait_ms: float = 0.0,
+) -> InferenceServer:
     """Serve ``model`` in a background thread (port 0: a free port; see ``server.url``)."""
     return InferenceServer((host, port), BatchingPredictor(model, max_batch, max_wait_ms), max_body_bytes).start()
