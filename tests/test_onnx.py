@@ -51,7 +51,15 @@ def test_export_writes_a_self_describing_folder(counter_ckpt, tmp_path, real_ima
     for name in ("bincount.json", "model.safetensors", "model.onnx", "parity.json", "model.tar.gz"):
         assert (out / name).is_file(), name
     hparams = json.loads((out / "bincount.json").read_text())
-    assert hparams == {"backbone": "resnet10t", "classes": [1, 2, 3, 4, 5], "image_size": 32, "channels_last": False}
+    ckpt_hparams = torch.load(counter_ckpt, map_location="cpu", weights_only=True)["hyper_parameters"]
+    assert hparams == {
+        "backbone": "resnet10t",
+        "classes": [1, 2, 3, 4, 5],
+        "image_size": 32,
+        "channels_last": False,
+        "tta": ckpt_hparams["tta"],
+        "temperature": ckpt_hparams["temperature"],
+    }
     check = json.loads((out / "parity.json").read_text())
     assert check["images"] == len(real_images) and check["inputs"] == "images"
     assert check["max_abs_logit_diff"] < 1e-4 and check["same_counts"] and written["parity"] == check

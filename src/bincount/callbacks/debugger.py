@@ -16,6 +16,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.trainer.states import TrainerFn
 
 from bincount.errors import BincountError
 from bincount.layout import DEBUG_LOSSES, DEBUG_PLOT, DEBUG_REPORT, DEBUG_TENSORS
@@ -150,14 +151,18 @@ class LocalDebugger(L.Callback):
         for rule in self.rules:
             self._fire(rule, step, rule.check_train_loss(step, self.train_losses))
 
+    def _watching(self, trainer) -> bool:
+        """Validation while fitting; not the sanity check, and not a later trainer.validate (calibration)."""
+        return self._active and not trainer.sanity_checking and trainer.state.fn == TrainerFn.FITTING
+
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        if self._active and not trainer.sanity_checking and isinstance(outputs, torch.Tensor):
+        if self._watching(trainer) and isinstance(outputs, torch.Tensor):
             value = float(outputs)
             self._eval_losses.append(value)
             self._log_loss("eval", trainer.global_step, value)
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
-        if not self._active or trainer.sanity_checking or not self._eval_losses:
+        if not self._watching(trainer) or not self._eval_losses:
             return
         for rule in self.rules:
             self._fire(
