@@ -63,8 +63,8 @@ def import_sdk():
 
 
 class SageMakerSession:
-    """Who and where a SageMaker request goes: region (given, else the AWS config's, else us-east-1),
-    credentials, account, bucket, execution role, and the S3 layout under ``s3://BUCKET/PREFIX/``.
+    """Who and where a SageMaker request goes: region (given, else AWS_REGION, else the AWS config's, else
+    us-east-1), credentials, account, bucket, execution role, and the S3 layout under ``s3://BUCKET/PREFIX/``.
     ``dry_run`` needs no credentials: the account, the default bucket and the role become placeholders.
     ``keys`` and ``dry_run_key`` say where these settings live in the config, for error messages."""
 
@@ -81,7 +81,8 @@ class SageMakerSession:
     ):
         import boto3
 
-        self.boto = boto3.Session(region_name=region or boto3.Session().region_name or "us-east-1")
+        region = region or os.environ.get("AWS_REGION") or boto3.Session().region_name or "us-east-1"
+        self.boto = boto3.Session(region_name=region)
         self.region = self.boto.region_name
         self.role, self.bucket, self.prefix = role, bucket, prefix.strip("/")
         self.dry_run, self.sdk_telemetry, self.keys = dry_run, sdk_telemetry, keys

@@ -331,7 +331,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("delete-endpoint", help="delete a SageMaker endpoint, its endpoint config and its models")
     p.add_argument("name")
-    p.add_argument("--region", help="default: the AWS config's, else us-east-1")
+    p.add_argument("--region", help="default: AWS_REGION, else the AWS config's, else us-east-1")
     p.add_argument("--keep-model", action="store_true", help="delete only the endpoint and its config")
     p.add_argument("--dry-run", action="store_true", help="say what would be deleted; delete nothing")
     p.set_defaults(func=_delete)
