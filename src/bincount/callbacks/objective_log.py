@@ -4,6 +4,7 @@ scrapers such as SageMaker's HyperparameterTuner read (bincount.launch.sagemaker
 from __future__ import annotations
 
 import lightning as L
+from lightning.pytorch.trainer.states import TrainerFn
 
 
 class ObjectiveLog(L.Callback):
@@ -16,7 +17,9 @@ class ObjectiveLog(L.Callback):
     # on_validation_end: after the module has logged its epoch metrics (epoch-end hooks run callbacks first)
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         value = trainer.callback_metrics.get(self.metric)
-        if value is not None and not trainer.sanity_checking and trainer.is_global_zero:
+        # while fitting only: the calibration pass after fit validates once more, and the tuner must not read it
+        fitting = trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking
+        if value is not None and fitting and trainer.is_global_zero:
             print(f"bincount: {self.metric}={float(value):.6f}", flush=True)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
