@@ -22,3 +22,7 @@ def test_quickstart_recipe_learns(dev224, tmp_path):
     assert m["test/images"] == m["data"]["images"]["test"] > 500
     # better than always answering the most frequent count
     assert m["test/acc"] > m["test/majority_rate"]
+    # a normal run raises no debugger alarm (the rules are tuned not to cry wolf)
+    rules = json.loads((tmp_path / "debugger" / "report.json").read_text())["rules"]
+    assert [name for name, rule in rules.items() if rule["triggered"]] == []
+    assert [line for line in (r.stderr + r.stdout).splitlines() if "WARNING" in line and "debugger:" in line] == []
