@@ -167,8 +167,11 @@ class Sampler:
         self._thread.join(timeout=5 * self.interval_s + 5)
         # one last row, so even a run (or a phase, e.g. a test of a few images) shorter than the interval has
         # one; otherwise not right after the loop's last row, which would measure CPU over microseconds
-        if (not self.rows or self.rows[-1]["phase"] != self.phase
-                or time.monotonic() - self._origin - self.rows[-1]["t"] > self.interval_s / 2):
+        if (
+            not self.rows
+            or self.rows[-1]["phase"] != self.phase
+            or time.monotonic() - self._origin - self.rows[-1]["t"] > self.interval_s / 2
+        ):
             self.sample()
 
     def _loop(self) -> None:
