@@ -11,6 +11,7 @@ import timm
 import torch
 import torch.nn.functional as F
 
+from bincount.counts import CountClasses
 from bincount.errors import BincountError
 from bincount.model.metrics import CountMetrics
 from bincount.model.views import (
@@ -85,6 +86,7 @@ class CountingModel(L.LightningModule):
         self,
         backbone: str = "resnet50",
         classes: Sequence[int] = (1, 2, 3, 4, 5),
+        overflow: bool = False,
         pretrained: bool = False,
         weights: str | None = None,
         image_size: int = 224,
@@ -104,7 +106,9 @@ class CountingModel(L.LightningModule):
         # Only plain values go into the checkpoint, so it loads with weights_only=True.
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.classes = classes
-        self.model = build_backbone(backbone, len(self.classes), pretrained and not weights, drop_rate)
+        # the answer set: exact counts, plus "more than K" when overflow is on
+        self.counts = CountClasses(classes, overflow)
+        self.model = build_backbone(backbone, self.counts.num_classes, pretrained and not weights, drop_rate)
         if weights:
             load_weights(self.model, weights)
         if channels_last:

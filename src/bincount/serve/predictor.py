@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from bincount.counts import CountClasses
 from bincount.data.images import load_rgb, to_rgb
 from bincount.data.transforms import eval_transform
 from bincount.errors import BincountError
@@ -37,7 +38,7 @@ ONNX_NAME = "model.onnx"
 OPSET = 17
 BACKENDS = ("torch", "onnx")
 # What a served model needs to rebuild itself; the rest of a checkpoint's hyper-parameters is training.
-SERVED_HPARAMS = ("backbone", "classes", "image_size", "channels_last", "tta", "temperature")
+SERVED_HPARAMS = ("backbone", "classes", "overflow", "image_size", "channels_last", "tta", "temperature")
 
 
 class Predictor(ABC):
@@ -49,6 +50,7 @@ class Predictor(ABC):
     def __init__(self, hparams: dict):
         self.hparams = {k: hparams[k] for k in SERVED_HPARAMS if k in hparams}
         self.classes = [int(c) for c in hparams["classes"]]
+        self.counts = CountClasses.from_hparams(hparams)
         self.image_size = int(hparams["image_size"])
         # test-time views and the calibration temperature, as evaluation applied them
         self.tta = check_tta(hparams.get("tta", "none"))
@@ -80,7 +82,7 @@ class Predictor(ABC):
         """Calibrated logits: averaged over the model's test-time views, divided by its temperature."""
         x = self.batch(images)
         if x.shape[0] == 0:
-            return np.zeros((0, len(self.classes)), dtype=np.float32)
+            return np.zeros((0, self.counts.num_classes), dtype=np.float32)
         with self._lock:
             return averaged_logits(self._logits, x, self.tta) / np.float32(self.temperature)
 
@@ -108,7 +110,7 @@ class TorchPredictor(Predictor):
             raise BincountError(
                 f"backbone {hparams['backbone']!r} is not in this timm ({timm.__version__}); upgrade timm"
             )
-        self.model = timm.create_model(hparams["backbone"], pretrained=False, num_classes=len(self.classes))
+        self.model = timm.create_model(hparams["backbone"], pretrained=False, num_classes=self.counts.num_classes)
         try:
             self.model.load_state_dict(state_dict, strict=True)
         except RuntimeError as e:
