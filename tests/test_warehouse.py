@@ -218,7 +218,7 @@ def test_warehouse_experiments_compose_on_the_two_shared_folders(experiment, abi
         )
         assert cfg.trainer.max_epochs == 5 and cfg.model.tta == "flips"
     else:
-        assert (cfg.model.backbone, cfg.data.image_size, cfg.trainer.accelerator) == ("resnet50", 224, "gpu")
+        assert (cfg.model.backbone, cfg.data.image_size, cfg.trainer.accelerator) == ("resnet50", 224, "auto")
     other = compose_cfg("train", [f"experiment={experiment}", "data.root=[/a,/b]"], tmp_path)
     assert list(other.data.root) == ["/a", "/b"]
 
@@ -292,3 +292,16 @@ def test_eval_on_raw_originals_leaves_out_the_bins_it_trained_on(warehouse_run, 
     )
     assert kept["test/images"] == len(trained) + len(fresh)
     assert kept["overlap_with_training"] == len(trained) and kept["excluded_overlap_with_training"] == 0
+
+
+def test_scan_reads_several_folders_with_the_overflow_class(folders, capsys):
+    from bincount.cli import main
+
+    assert main(["scan", *map(str, folders), "--classes", "0..5", "--overflow", "--no-check"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["images"] == 96 and out["skipped"] == {}
+    assert out["per_class"] == {"0": 8, "1": 8, "2": 8, "3": 8, "4": 8, "5": 8, "6+": 48}
+    assert main(["scan", *map(str, folders), "--classes", "0..5", "--no-check"]) == 0
+    assert json.loads(capsys.readouterr().out)["skipped"] == {"count not in classes": 48}
+    assert main(["scan", str(folders[0]), "--overflow"]) != 0
+    assert "--overflow needs --classes" in capsys.readouterr().err
