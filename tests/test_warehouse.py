@@ -195,6 +195,11 @@ def test_the_model_has_one_logit_more_and_calibrates_with_it():
     model = CountingModel("resnet10t", classes=[0, 1, 2, 3, 4, 5], overflow=True, image_size=32)
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 7)
     assert model.predict_counts(torch.tensor([[0, 0, 0, 0, 0, 0, 9.0], [9.0, 0, 0, 0, 0, 0, 0]])).tolist() == [6, 0]
+    ordinal = CountingModel("resnet10t", classes=[0, 1, 2, 3, 4, 5], overflow=True, count_loss_weight=0.5)
+    assert ordinal.count_values.tolist() == [0, 1, 2, 3, 4, 5, 6]  # "6+" stands for at least 6
+    with pytest.warns(UserWarning, match="self.log"):  # no trainer here: only the loss is wanted
+        loss = ordinal.training_step((torch.randn(4, 3, 32, 32), torch.tensor([0, 3, 6, 6])), 0)
+    assert torch.isfinite(loss) and loss > 0
     logits = torch.randn(64, 7) * 3
     labels = logits.argmax(1)  # confident and right: the fitted temperature sharpens (below one)
     assert fit_temperature(logits, labels) < 1
@@ -251,6 +256,7 @@ def test_a_warehouse_run_writes_the_overflow_and_empty_figures(warehouse_run):
     ):
         assert key in m, key
     assert m["class_names"] == ["0", "1", "2", "3", "4", "5", "6+"] and m["overflow"] is True
+    assert "both exact counts" in m["notes"]["test/rmse, test/mae, test/off_by_one"]
     assert set(m["test/acc_per_class"]) == set(m["class_names"])
     assert len(m["test/confusion"]) == 7 and m["test/images"] == 11  # one bin per count 0-5, five overflow
     confusion = np.array(m["test/confusion"])

@@ -290,6 +290,11 @@ class CountingModel(L.LightningModule):
             "overflow": self.counts.overflow,
             "class_names": self.counts.names,
         }
+        if self.counts.overflow:
+            self.test_results["notes"] = {
+                "test/rmse, test/mae, test/off_by_one": f"over the test/exact_bins bins whose true and predicted "
+                f"classes are both exact counts (neither is {self.counts.names[-1]})"
+            }
 
     def configure_optimizers(self):
         factory = self.optimizer_factory or (lambda params: torch.optim.Adam(params, lr=1e-3))
