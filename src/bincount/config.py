@@ -121,6 +121,7 @@ TOP_LEVEL = {
     "seed": int | None,
     "test": bool,
     "ckpt_path": str | None,
+    "exclude_training_ids": bool,
     "optimized_metric": str,
     "optimized_mode": typing.Literal["max", "min"],
 }

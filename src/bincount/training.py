@@ -35,7 +35,7 @@ def _instantiate_group(group: DictConfig | None) -> list:
 def _write_results(results: dict, out: Path, title: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / METRICS).write_text(json.dumps(results, indent=2))
-    plot_confusion(results["test/confusion"], results["classes"], out / CONFUSION, title)
+    plot_confusion(results["test/confusion"], results.get("class_names", results["classes"]), out / CONFUSION, title)
     plot_reliability(
         results["test/reliability"],
         out / RELIABILITY,
@@ -43,16 +43,23 @@ def _write_results(results: dict, out: Path, title: str) -> None:
         results["test/ece"],
         results["test/ece_uncalibrated"],
     )
+    exact = results.get("test/exact_bins", results["test/images"])
     log.info(
-        "test: acc %.3f, rmse %.3f, mae %.3f, ECE %.3f (%.3f before calibration) (n=%d, majority-class "
-        "rate %.3f) -> %s",
+        "test: acc %.3f, rmse %.3f, mae %.3f%s, ECE %.3f (%.3f before calibration) (n=%d, majority-class "
+        "rate %.3f)%s -> %s",
         results["test/acc"],
         results["test/rmse"],
         results["test/mae"],
+        f" (over the {exact} bins with exact true and predicted counts)" if exact != results["test/images"] else "",
         results["test/ece"],
         results["test/ece_uncalibrated"],
         results["test/images"],
         results["test/majority_rate"],
+        "".join(
+            f"; {name} precision {results[f'test/{name}_precision']:.3f}, recall {results[f'test/{name}_recall']:.3f}"
+            for name in ("overflow", "empty")
+            if f"test/{name}_recall" in results
+        ),
         out / METRICS,
     )
 
@@ -176,36 +183,70 @@ def resume_split(cfg: DictConfig, ckpt_path: Path) -> list[SplitRow]:
     return stored
 
 
+# the reason eval leaves a bin out when its checkpoint trained on it (data report, skipped)
+SEEN_IN_TRAINING = "in the checkpoint's training or validation split"
+
+
+def training_ids(ckpt: dict, ckpt_path: Path) -> set[str] | None:
+    """Ids of the training and validation splits a checkpoint was trained on: the run's manifest beside it,
+    else the split stored in the checkpoint; None when neither is there."""
+    manifest = manifest_of_checkpoint(ckpt_path)
+    rows = read_manifest(manifest) if manifest is not None else BinDataModule.split_in_checkpoint(ckpt)
+    return None if rows is None else {i for i, _, split in rows if split != "test"}
+
+
+def _folder_names(root) -> str:
+    return "+".join(Path(r).name for r in ([root] if isinstance(root, str) else root))
+
+
 def evaluate(cfg: DictConfig) -> dict:
-    """Test a checkpoint on a folder. Classes and image size come from the checkpoint; the split is
-    ``data.split=all`` (every labelled image) or, by default, the test part of the training run's
-    manifest, found beside the checkpoint, so the test metrics of training are reproduced."""
+    """Test a checkpoint on a folder (or a list of folders). Classes (with the overflow class) and image
+    size come from the checkpoint; the split is ``data.split=all`` (every labelled image) or, by default,
+    the test part of the training run's manifest, found beside the checkpoint, so the test metrics of
+    training are reproduced. On any other split, bins the checkpoint trained or validated on (same id) are
+    left out unless ``exclude_training_ids=false``: metrics.json says how many
+    (``excluded_overlap_with_training``) and how many evaluated bins still overlap (``overlap_with_training``)."""
     check_config(cfg)
     ckpt = Path(cfg.ckpt_path)
-    load_checkpoint(ckpt, "ckpt_path")  # refuses, in one line, a file that would unpickle objects
+    state = load_checkpoint(ckpt, "ckpt_path")  # refuses, in one line, a file that would unpickle objects
     model = CountingModel.load_from_checkpoint(
         ckpt, map_location="cpu", weights_only=True, pretrained=False, weights=None
     )
     out = Path(cfg.paths.output_dir)
-    overrides = {"classes": model.classes, "image_size": model.hparams.image_size}
+    overrides = {
+        "classes": model.classes,
+        "overflow": model.counts.overflow,
+        "image_size": model.hparams.image_size,
+    }
     train_manifest = manifest_of_checkpoint(ckpt)
-    if cfg.data.split != "all" and not cfg.data.get("manifest"):
+    own_split = cfg.data.split != "all" and not cfg.data.get("manifest")
+    if own_split:
         if train_manifest is None:
             raise BincountError(
                 f"data.split={cfg.data.split}: no {MANIFEST} in {run_of_checkpoint(ckpt)}; "
                 "pass data.manifest=PATH or data.split=all"
             )
         overrides["manifest"] = str(train_manifest)
+    seen = training_ids(state, ckpt)
+    excluding = bool(seen) and not own_split and cfg.get("exclude_training_ids", True)
+    if excluding:
+        overrides["exclude"] = {SEEN_IN_TRAINING: sorted(seen)}
     datamodule = instantiate(cfg.data, **overrides)
     trainer: L.Trainer = instantiate(cfg.trainer, logger=False, callbacks=_instantiate_group(cfg.get("callbacks")))
     trainer.test(model, datamodule=datamodule)
     results = dict(model.test_results)
     results.update({"checkpoint": str(ckpt), "data": datamodule.data_summary()})
-    if train_manifest is not None:
-        # Evaluating on images the model trained on inflates every figure: say so.
-        seen = {i for i, _, split in read_manifest(train_manifest) if split != "test"}
+    if seen is not None:
+        # Evaluating on images the model trained on inflates every figure: leave them out, or say so.
         overlap = sorted(r.id for r in datamodule.splits["test"] if r.id in seen)
         results["overlap_with_training"] = len(overlap)
+        results["excluded_overlap_with_training"] = datamodule.excluded(SEEN_IN_TRAINING)
+        if results["excluded_overlap_with_training"]:
+            log.info(
+                "left out %d bins of the checkpoint's training or validation split (ids match; "
+                "exclude_training_ids=false keeps them)",
+                results["excluded_overlap_with_training"],
+            )
         if overlap:
             log.warning(
                 "%d of %d evaluated images were in the training or validation split of this "
@@ -214,5 +255,5 @@ def evaluate(cfg: DictConfig) -> dict:
                 results["test/images"],
             )
     if trainer.is_global_zero:
-        _write_results(results, out, f"{model.hparams.backbone} on {Path(cfg.data.root).name}")
+        _write_results(results, out, f"{model.hparams.backbone} on {_folder_names(cfg.data.root)}")
     return results

@@ -7,15 +7,21 @@ import json
 from pathlib import Path
 
 from bincount.cli.common import counts, default
+from bincount.errors import BincountError
 
 
 def _scan(args: argparse.Namespace) -> int:
-    from bincount.data.records import class_counts, read_abid
+    from bincount.counts import CountClasses
+    from bincount.data.records import class_counts, counts_per_class, read_abid_folders
 
-    records, report = read_abid(args.root, args.classes, args.file_list, check_images=not args.no_check)
-    print(
-        json.dumps({"images": len(records), "per_count": class_counts(records), "skipped": report.summary()}, indent=2)
-    )
+    if args.overflow and not args.classes:
+        raise BincountError("scan: --overflow needs --classes (the exact counts, e.g. --classes 0..5 --overflow)")
+    classes = CountClasses(args.classes, args.overflow) if args.classes else None
+    records, report = read_abid_folders(args.root, classes, args.file_list, check_images=not args.no_check)
+    summary = {"images": len(records), "per_count": class_counts(records)}
+    if classes is not None:
+        summary["per_class"] = counts_per_class(records, classes)
+    print(json.dumps({**summary, "skipped": report.summary()}, indent=2))
     return 0
 
 
@@ -94,9 +100,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     train = training_defaults()  # a training run's folder, seed, size and split: one source for both
     list_help = "e.g. 1..5, 1,2,3 or [1,2,3]"
 
-    p = sub.add_parser("scan", help="read an ABID-layout folder: usable images per count and what is skipped")
-    p.add_argument("root")
+    p = sub.add_parser("scan", help="read ABID-layout folders: usable images per count and what is skipped")
+    p.add_argument("root", nargs="+", help="one or more folders, read as one dataset (an id in two is an error)")
     p.add_argument("--classes", type=counts, help=f"counts to keep, {list_help} (default: all)")
+    p.add_argument(
+        "--overflow",
+        action="store_true",
+        help="keep bins above the largest of --classes too, as one class (data.overflow=true); prints per_class",
+    )
     p.add_argument("--file-list", help="Udacity-format file_list.json restricting the ids")
     p.add_argument("--no-check", action="store_true", help="skip the full decode of every image")
     p.set_defaults(func=_scan)

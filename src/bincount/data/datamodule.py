@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import lightning as L
 from torch.utils.data import DataLoader, DistributedSampler
 
+from bincount.counts import CountClasses
 from bincount.data.dataset import BinImageDataset
 from bincount.data.gpu_augment import eval_batch_transform, train_batch_transform
 from bincount.data.packed import PackedDataset, RowsDataset, decode_in_memory, is_packed, keep_batch, read_packed
-from bincount.data.records import BinRecord, SkipReport, class_counts, read_abid
+from bincount.data.records import BinRecord, SkipReport, counts_per_class, read_abid_folders
 from bincount.data.split import (
     SPLITS,
     SplitRow,
@@ -32,6 +34,10 @@ from bincount.layout import DATA_REPORT, MANIFEST
 log = logging.getLogger(__name__)
 
 
+def _inside(path: str, folder: str) -> bool:
+    return Path(path).is_relative_to(Path(folder))
+
+
 class UnpaddedDistributedSampler(DistributedSampler):
     """Evaluation under DDP: every image on exactly one rank. Lightning's default sampler pads the
     split to a multiple of the world size, so some images would be counted twice in test metrics."""
@@ -44,10 +50,17 @@ class UnpaddedDistributedSampler(DistributedSampler):
 
 
 class BinDataModule(L.LightningDataModule):
+    """``root``: one ABID-layout (or packed) folder, or a list of ABID-layout folders read as one dataset
+    (an id in two of them is an error). ``classes`` and ``overflow`` are the answer set
+    (``CountClasses``): bins of more than ``max(classes)`` items get the overflow class when ``overflow``
+    is on, else they are left out and reported. ``exclude`` (reason -> ids) leaves bins out before the
+    split, each reported under its reason (eval: the bins a checkpoint trained on)."""
+
     def __init__(
         self,
-        root: str,
+        root: str | Sequence[str],
         classes: Sequence[int] = (1, 2, 3, 4, 5),
+        overflow: bool = False,
         file_list: str | None = None,
         split: str = "stratified",
         ratios: Sequence[float] = (0.8, 0.1, 0.1),
@@ -65,16 +78,24 @@ class BinDataModule(L.LightningDataModule):
         output_dir: str | None = None,
         download_to: str | None = None,
         fixed_split: Sequence[SplitRow] | None = None,
+        exclude: Mapping[str, Sequence[str]] | None = None,
     ):
         super().__init__()
-        if not root:
+        roots = [str(r) for r in root] if isinstance(root, Sequence) and not isinstance(root, str) else [root]
+        if not roots or not all(roots):
             raise BincountError(
-                "data.root is empty: set data.root=DIR (an ABID-layout folder), or run `bincount download` first"
+                "data.root is empty: set data.root=DIR (an ABID-layout folder, or a list [DIR1,DIR2]), "
+                "or run `bincount download` first"
             )
-        classes = sorted(int(c) for c in classes)
-        if not classes or len(set(classes)) != len(classes):
-            raise BincountError(f"data.classes: need distinct counts, got {list(classes)}")
-        self.root, self.classes = root, classes
+        try:
+            self.counts = CountClasses(classes, overflow)
+        except BincountError as e:
+            raise BincountError(f"data.{e}") from None
+        # one folder stays a string (as before: data reports, titles); several are a list
+        self.root = roots[0] if len(roots) == 1 else roots
+        self.roots = roots
+        self.classes = list(self.counts.exact)
+        self.exclude = {str(reason): {str(i) for i in ids} for reason, ids in (exclude or {}).items()}
         self.file_list, self.split, self.ratios, self.seed = file_list, split, list(ratios), seed
         self.manifest, self.limit_per_class = manifest, limit_per_class
         self.image_size, self.batch_size, self.num_workers = image_size, batch_size, num_workers
@@ -97,7 +118,7 @@ class BinDataModule(L.LightningDataModule):
     # -- records and split ------------------------------------------------------------------
     def prepare_data(self) -> None:
         """First run: fill the default data folder from the public bucket (once per node)."""
-        if self.download_to and Path(self.root).resolve() == Path(self.download_to).resolve():
+        if self.download_to and len(self.roots) == 1 and Path(self.root).resolve() == Path(self.download_to).resolve():
             from bincount.data.download import ensure_dataset
 
             ensure_dataset(self.root, self.file_list)
@@ -105,14 +126,21 @@ class BinDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
-        self.packed = is_packed(self.root)
+        packed = [r for r in self.roots if is_packed(r)]
+        if packed and len(self.roots) > 1:
+            raise BincountError(
+                f"data.root: {packed[0]} is a packed folder; a packed folder is read alone (data.root=DIR), "
+                "a list of folders takes ABID-layout folders (pack them together with `bincount prepare`)"
+            )
+        self.packed = bool(packed)
         if self.packed:
-            records, self.report = read_packed(self.root, self.classes, self.file_list)
+            records, self.report = read_packed(self.root, self.counts, self.file_list)
         else:
-            records, self.report = read_abid(self.root, self.classes, self.file_list, self.check_images)
+            records, self.report = read_abid_folders(self.roots, self.counts, self.file_list, self.check_images)
+        records = self._leave_out(records)
         if not records:
             raise BincountError(
-                f"data.root: no usable labelled images with counts {self.classes} in {self.root}; "
+                f"data.root: no usable labelled images with counts {self.counts} in {', '.join(self.roots)}; "
                 f"skipped: {self.report.summary()}"
             )
         if self.fixed_split is not None or self.manifest:
@@ -126,11 +154,34 @@ class BinDataModule(L.LightningDataModule):
                     if bin_id not in reported:
                         self.report.add(reason, bin_id)
         else:
-            self.splits = split_records(records, self.split, self.ratios, self.seed, self.limit_per_class)
+            self.splits = split_records(
+                records, self.split, self.ratios, self.seed, self.limit_per_class, self.class_of
+            )
         self._write_outputs()
         if self.in_memory and not self.packed:
             used = [r for s in SPLITS for r in self.splits.get(s, [])]
             self.memory = (decode_in_memory(used, self.image_size), {r.id: i for i, r in enumerate(used)})
+
+    def class_of(self, record: BinRecord) -> int:
+        """A record's class index (its count's, with every count above K in the overflow class)."""
+        return self.counts.index(record.count)
+
+    def _leave_out(self, records: list[BinRecord]) -> list[BinRecord]:
+        """Records without the ids of ``exclude``, each left-out id reported under its reason."""
+        if not self.exclude:
+            return records
+        kept = []
+        for r in records:
+            reason = next((why for why, ids in self.exclude.items() if r.id in ids), None)
+            if reason is None:
+                kept.append(r)
+            else:
+                self.report.add(reason, r.id)
+        return kept
+
+    def excluded(self, reason: str) -> int:
+        """How many bins ``exclude`` left out under this reason."""
+        return len(self.report.skipped.get(reason, ())) if self.report else 0
 
     @property
     def batched(self) -> bool:
@@ -167,8 +218,9 @@ class BinDataModule(L.LightningDataModule):
         skipped = summary["skipped"]
         where = Path(self.output_dir) / DATA_REPORT if self.output_dir else None
         log.info(
-            "data: %s: %s images (train/val/test %s)%s",
-            self.root,
+            "data: %s (classes %s): %s images (train/val/test %s)%s",
+            ", ".join(self.roots),
+            self.counts,
             sum(summary["images"].values()),
             "/".join(str(n) for n in summary["images"].values()),
             f"; skipped {skipped['total']} ({', '.join(f'{n} {r}' for r, n in skipped['by_reason'].items())}), "
@@ -183,25 +235,33 @@ class BinDataModule(L.LightningDataModule):
         (out / DATA_REPORT).write_text(json.dumps(summary, indent=2))
 
     def data_summary(self) -> dict:
+        """The data report: folders, classes, images per split, per class (named as ``CountClasses.names``:
+        ``"6+"`` for the overflow class) and per folder, and what was skipped."""
+        used = [r for s in SPLITS for r in self.splits.get(s, [])]
+        # the folder each image came from (a packed folder: that folder)
+        per_root = Counter(next((root for root in self.roots if _inside(r.image, root)), self.roots[0]) for r in used)
         return {
-            "root": str(self.root),
+            "root": self.root if isinstance(self.root, str) else list(self.root),
             "classes": self.classes,
+            "overflow": self.counts.overflow,
+            "class_names": self.counts.names,
             "images": {s: len(self.splits.get(s, [])) for s in SPLITS},
-            "per_class": {s: class_counts(self.splits.get(s, [])) for s in SPLITS},
+            "per_class": {s: counts_per_class(self.splits.get(s, []), self.counts) for s in SPLITS},
+            "images_per_root": {root: per_root.get(root, 0) for root in self.roots},
             "skipped": self.report.to_dict() if self.report else {"total": 0, "by_reason": {}, "ids": {}},
         }
 
     # -- loaders ----------------------------------------------------------------------------
     def dataset(self, split: str) -> BinImageDataset | RowsDataset:
         if self.packed:
-            return PackedDataset(self.root, self.splits[split], self.classes)
+            return PackedDataset(self.root, self.splits[split], self.counts)
         if self.memory is not None:
-            return RowsDataset(*self.memory, self.splits[split], self.classes)
+            return RowsDataset(*self.memory, self.splits[split], self.counts)
         if split == "train":
             transform = train_transform(self.image_size, **self.augment)
         else:
             transform = eval_transform(self.image_size, self.eval_crop_pct)
-        return BinImageDataset(self.splits[split], self.classes, transform, decode_size=self.image_size)
+        return BinImageDataset(self.splits[split], self.counts, transform, decode_size=self.image_size)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         ds = self.dataset(split)

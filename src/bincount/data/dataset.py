@@ -6,16 +6,35 @@ from collections.abc import Callable, Sequence
 
 from torch.utils.data import Dataset
 
+from bincount.counts import CountClasses
 from bincount.data.images import load_rgb
-from bincount.data.records import BinRecord
+from bincount.data.records import BinRecord, answer_set
+from bincount.errors import BincountError
+
+
+def class_indices(records: Sequence[BinRecord], classes: Sequence[int] | CountClasses) -> list[int]:
+    """The class of each record (``CountClasses.index`` of its count; a list of counts: exact counts
+    only); a record without a class is a caller's error, named here."""
+    counts = answer_set(classes)
+    labels = [counts.index(r.count) for r in records]
+    missing = [r.id for r, label in zip(records, labels) if label is None]
+    if missing:
+        raise BincountError(f"data: {len(missing)} bin(s) have no class among {counts} (e.g. {missing[0]})")
+    return labels
 
 
 class BinImageDataset(Dataset):
+    """``classes``: a ``CountClasses`` (with the overflow class) or a list of exact counts."""
+
     def __init__(
-        self, records: Sequence[BinRecord], classes: Sequence[int], transform: Callable, decode_size: int | None = None
+        self,
+        records: Sequence[BinRecord],
+        classes: Sequence[int] | CountClasses,
+        transform: Callable,
+        decode_size: int | None = None,
     ):
         self.records = list(records)
-        self.index = {c: i for i, c in enumerate(classes)}
+        self.labels = class_indices(self.records, classes)
         self.transform = transform
         self.decode_size = decode_size
 
@@ -24,4 +43,4 @@ class BinImageDataset(Dataset):
 
     def __getitem__(self, i: int):
         rec = self.records[i]
-        return self.transform(load_rgb(rec.image, self.decode_size)), self.index[rec.count]
+        return self.transform(load_rgb(rec.image, self.decode_size)), self.labels[i]

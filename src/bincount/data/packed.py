@@ -23,8 +23,18 @@ import torch
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
+from bincount.counts import CountClasses
+from bincount.data.dataset import class_indices
 from bincount.data.images import load_rgb
-from bincount.data.records import BinRecord, SkipReport, load_file_list, read_abid
+from bincount.data.records import (
+    LISTED_ABSENT,
+    NOT_IN_CLASSES,
+    BinRecord,
+    SkipReport,
+    answer_set,
+    load_file_list,
+    read_abid,
+)
 from bincount.errors import BincountError
 from bincount.progress import progress
 
@@ -116,7 +126,7 @@ def pack_abid(
     root: str | Path,
     out: str | Path,
     image_size: int = 224,
-    classes: Sequence[int] | None = None,
+    classes: Sequence[int] | CountClasses | None = None,
     file_list: str | Path | None = None,
 ) -> Path:
     """Pack every usable labelled image of an ABID-layout folder (all counts unless ``classes``)."""
@@ -138,13 +148,13 @@ def read_index(root: str | Path) -> dict:
 
 
 def read_packed(
-    root: str | Path, classes: Sequence[int] | None = None, file_list: str | Path | None = None
+    root: str | Path, classes: Sequence[int] | CountClasses | None = None, file_list: str | Path | None = None
 ) -> tuple[list[BinRecord], SkipReport]:
     """Records of a packed folder, filtered as ``read_abid`` filters an ABID folder, with the skip
     report of the packing merged in. A record's ``image`` is the packed file; its row is found by id."""
     index = read_index(root)
     report = SkipReport({reason: list(ids) for reason, ids in index.get("skipped", {}).items()})
-    wanted = set(classes) if classes is not None else None
+    wanted = answer_set(classes)
     listed = load_file_list(file_list) if file_list else None
     images = str(Path(root) / IMAGES_NAME)
     records = []
@@ -153,13 +163,13 @@ def read_packed(
             continue
         if listed is not None and listed[bin_id] != count:
             report.add("count disagrees with file_list", bin_id)
-        elif wanted is not None and count not in wanted:
-            report.add("count not in classes", bin_id)
+        elif wanted is not None and not wanted.covers(count):
+            report.add(NOT_IN_CLASSES, bin_id)
         else:
             records.append(BinRecord(id=bin_id, image=images, count=count))
     if listed is not None:
         for missing in sorted(set(listed) - set(index["ids"])):
-            report.add("listed in file_list but absent", missing)
+            report.add(LISTED_ABSENT, missing)
     return records, report
 
 
@@ -179,7 +189,7 @@ class RowsDataset(Dataset):
         images: np.ndarray | None,
         row_of: dict[str, int],
         records: Sequence[BinRecord],
-        classes: Sequence[int],
+        classes: Sequence[int] | CountClasses,
         source: str = "the image array",
     ):
         missing = [r.id for r in records if r.id not in row_of]
@@ -187,9 +197,8 @@ class RowsDataset(Dataset):
             raise BincountError(
                 f"data: {len(missing)} id(s) are not in {source} (e.g. {missing[0]}); repack it or use its own manifest"
             )
-        label_of = {c: i for i, c in enumerate(classes)}
         self.rows = np.array([row_of[r.id] for r in records], dtype=np.int64)
-        self.labels = np.array([label_of[r.count] for r in records], dtype=np.int64)
+        self.labels = np.array(class_indices(records, classes), dtype=np.int64)
         self._images = images
 
     @property
@@ -213,7 +222,7 @@ class RowsDataset(Dataset):
 class PackedDataset(RowsDataset):
     """Rows of a packed folder for some records; the file is memory-mapped lazily, in each loader worker."""
 
-    def __init__(self, root: str | Path, records: Sequence[BinRecord], classes: Sequence[int]):
+    def __init__(self, root: str | Path, records: Sequence[BinRecord], classes: Sequence[int] | CountClasses):
         index = read_index(root)
         row_of = {bin_id: i for i, bin_id in enumerate(index["ids"])}
         super().__init__(None, row_of, records, classes, source=f"the packed folder {root}")

@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bincount.counts import CountClasses
 from bincount.data.images import IMAGE_SUFFIXES, image_problem
 from bincount.errors import BincountError
 from bincount.progress import progress
 
 IMAGE_DIR = "bin-images"
+NOT_IN_CLASSES = "count not in classes"
+LISTED_ABSENT = "listed in file_list but absent"
 METADATA_DIR = "metadata"
 # `bincount prepare` stores images as <split>/<count>/<id>.jpg (the folders SageMaker channels take)
 PREPARED_DIRS = ("train", "valid", "test")
@@ -63,6 +66,15 @@ class SkipReport:
 
     def summary(self) -> dict[str, int]:
         return {reason: len(ids) for reason, ids in sorted(self.skipped.items())}
+
+    def merge(self, other: SkipReport) -> SkipReport:
+        """Add another reader's skips (of another folder) to these."""
+        for reason, ids in other.skipped.items():
+            self.skipped.setdefault(reason, []).extend(ids)
+        return self
+
+    def ids(self) -> set[str]:
+        return {i for ids in self.skipped.values() for i in ids}
 
     def to_dict(self) -> dict:
         return {
@@ -146,17 +158,25 @@ def _image_index(root: Path) -> dict[str, Path] | None:
     return index
 
 
+def answer_set(classes: Iterable[int] | CountClasses | None) -> CountClasses | None:
+    """The classes a reader keeps: a ``CountClasses`` as given, a list of counts as exact counts only."""
+    if classes is None or isinstance(classes, CountClasses):
+        return classes
+    return CountClasses(classes)
+
+
 def read_abid(
     root: str | Path,
-    classes: Iterable[int] | None = None,
+    classes: Iterable[int] | CountClasses | None = None,
     file_list: str | Path | None = None,
     check_images: bool = True,
     workers: int = 8,
 ) -> tuple[list[BinRecord], SkipReport]:
     """Records of every usable bin in an ABID-layout folder, and a report of what was skipped.
 
-    ``classes`` keeps only bins whose count is listed (others are reported as ``count not in
-    classes``); ``file_list`` keeps only the ids a Udacity ``file_list.json`` names, and reports a
+    ``classes`` keeps only bins whose count has a class (a list of counts: those counts; a
+    ``CountClasses`` with overflow: also every count above its largest); others are reported as
+    ``count not in classes``. ``file_list`` keeps only the ids a Udacity ``file_list.json`` names, and reports a
     bin whose metadata disagrees with the count that list files it under.
     """
     root = Path(root)
@@ -166,7 +186,7 @@ def read_abid(
             f"data.root: {root} is not an ABID-layout folder (it needs {IMAGE_DIR}/ and {METADATA_DIR}/); "
             "run `bincount download` or point data.root at one, e.g. data.root=../shared/abid/dev-224"
         )
-    wanted = set(classes) if classes is not None else None
+    wanted = answer_set(classes)
     listed = load_file_list(file_list) if file_list else None
     report = SkipReport()
 
@@ -193,8 +213,8 @@ def read_abid(
         if listed is not None and listed[bin_id] != count:
             report.add("count disagrees with file_list", bin_id)
             continue
-        if wanted is not None and count not in wanted:
-            report.add("count not in classes", bin_id)
+        if wanted is not None and not wanted.covers(count):
+            report.add(NOT_IN_CLASSES, bin_id)
             continue
         image = images.get(bin_id)
         if image is None:
@@ -204,7 +224,7 @@ def read_abid(
     if listed is not None:
         present = {p.stem for p in meta_files}
         for missing in sorted(set(listed) - present):
-            report.add("listed in file_list but absent", missing)
+            report.add(LISTED_ABSENT, missing)
 
     if not check_images:
         return candidates, report
@@ -225,5 +245,61 @@ def read_abid(
     return records, report
 
 
+def folder_ids(records: Iterable[BinRecord], report: SkipReport) -> set[str]:
+    """Every id a reader met in a folder: the records it kept and the ids it skipped (not the ids a
+    file list names that the folder lacks)."""
+    absent = set(report.skipped.get(LISTED_ABSENT, ()))
+    return {r.id for r in records} | (report.ids() - absent)
+
+
+def check_distinct_folders(found: dict[str, set[str]]) -> None:
+    """Refuse ids met in more than one folder (``found``: folder -> its ids): one bin would count twice,
+    and could sit in training from one folder and in the test split from the other."""
+    folders = list(found)
+    clashes = []
+    for i, a in enumerate(folders):
+        for b in folders[i + 1 :]:
+            shared = sorted(found[a] & found[b])
+            if shared:
+                more = f" and {len(shared) - 5} more" if len(shared) > 5 else ""
+                clashes.append(f"{', '.join(shared[:5])}{more} in both {a} and {b}")
+    if clashes:
+        raise BincountError(
+            "data.root: the same bin id in two folders (" + "; ".join(clashes) + "); "
+            "a bin may be in only one of the folders of data.root: remove the copies from one of them"
+        )
+
+
+def read_abid_folders(
+    roots: Sequence[str | Path],
+    classes: Iterable[int] | CountClasses | None = None,
+    file_list: str | Path | None = None,
+    check_images: bool = True,
+) -> tuple[list[BinRecord], SkipReport]:
+    """``read_abid`` over several ABID-layout folders, as one dataset; an id in two folders is an error."""
+    records: list[BinRecord] = []
+    report = SkipReport()
+    found: dict[str, set[str]] = {}
+    absent: set[str] | None = None  # ids of the file list in none of the folders
+    for root in roots:
+        got, skipped = read_abid(root, classes, file_list, check_images)
+        found[str(root)] = folder_ids(got, skipped)
+        records += got
+        missing = set(skipped.skipped.pop(LISTED_ABSENT, ()))
+        absent = missing if absent is None else absent & missing
+        report.merge(skipped)
+    check_distinct_folders(found)
+    for bin_id in sorted(absent or ()):
+        report.add(LISTED_ABSENT, bin_id)
+    return records, report
+
+
 def class_counts(records: Iterable[BinRecord]) -> dict[int, int]:
     return dict(sorted(Counter(r.count for r in records).items()))
+
+
+def counts_per_class(records: Iterable[BinRecord], counts: CountClasses) -> dict[str, int]:
+    """Images per class of an answer set, named as ``counts.names`` names them (``"6+"`` for the overflow
+    class), in class order; every class listed, with 0 where none."""
+    per = Counter(counts.index(r.count) for r in records)
+    return {name: per.get(i, 0) for i, name in enumerate(counts.names)}

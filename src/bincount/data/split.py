@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +27,12 @@ def split_records(
     ratios: Sequence[float] = (0.8, 0.1, 0.1),
     seed: int = 42,
     limit_per_class: int | None = None,
+    class_of: Callable[[BinRecord], int] | None = None,
 ) -> dict[str, list[BinRecord]]:
     """Split records per class with a seeded shuffle.
+
+    A class is a record's count, or what ``class_of`` makes of it (``CountClasses.index`` of its count:
+    every bin of more than K items is one class, stratified, balanced and capped as one).
 
     ``stratified`` keeps each class's share in every split; ``balanced`` first trims every class
     to the size of the smallest (equal images per class); ``all`` puts everything in ``test``
@@ -40,7 +44,7 @@ def split_records(
         raise BincountError(f"data.ratios: need three non-negative fractions summing to 1, got {list(ratios)}")
     by_class: dict[int, list[BinRecord]] = defaultdict(list)
     for r in sorted(records, key=lambda r: r.id):
-        by_class[r.count].append(r)
+        by_class[class_of(r) if class_of else r.count].append(r)
     rng = np.random.default_rng(seed)
     for label in sorted(by_class):
         items = by_class[label]

@@ -24,6 +24,16 @@ from bincount.model.views import (
 
 log = logging.getLogger(__name__)
 
+# validation figures shown on the progress bar (the others are logged too)
+PROGRESS_BAR = ("acc", "rmse", "mae", "off_by_one")
+# figures only some answer sets have: overflow (with the overflow class), empty (when 0 is a class)
+OPTIONAL_FIGURES = ("overflow_precision", "overflow_recall", "empty_precision", "empty_recall")
+
+
+def metric_name(class_name: str) -> str:
+    """A class name as part of a logged metric's name: ``"6+"`` -> ``"6plus"`` (no ``+`` in metric names)."""
+    return class_name.replace("+", "plus")
+
 
 def build_backbone(
     backbone: str, num_classes: int, pretrained: bool = False, drop_rate: float = 0.0
@@ -113,10 +123,13 @@ class CountingModel(L.LightningModule):
             load_weights(self.model, weights)
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.register_buffer("count_values", torch.tensor(classes, dtype=torch.float32), persistent=False)
+        # the count each class stands for, for the ordinal loss term: the overflow class stands for K + 1,
+        # the least it means (a bin of 12 predicted "6+" costs nothing there, one of 6 predicted 5 little)
+        values = classes + ([self.counts.at_least] if self.counts.overflow else [])
+        self.register_buffer("count_values", torch.tensor(values, dtype=torch.float32), persistent=False)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         # ModuleDict keys may not shadow nn.Module attributes (``train``), hence the suffix.
-        self.metrics = torch.nn.ModuleDict({f"{s}_split": CountMetrics(self.classes) for s in ("train", "val", "test")})
+        self.metrics = torch.nn.ModuleDict({f"{s}_split": CountMetrics(self.counts) for s in ("train", "val", "test")})
         self.test_results: dict | None = None
         # (logits, labels) of evaluation batches, kept while calibrating and testing
         self.collecting = False
@@ -150,7 +163,8 @@ class CountingModel(L.LightningModule):
         return self.evaluation_logits(x) / self.temperature
 
     def predict_counts(self, logits: torch.Tensor) -> torch.Tensor:
-        return torch.as_tensor(self.classes, device=logits.device)[logits.argmax(1)]
+        """The count of each row's top class; the overflow class gives K + 1, the least it stands for."""
+        return self.count_values.to(logits.device)[logits.argmax(1)].long()
 
     def _step(self, batch, stage: str) -> torch.Tensor:
         x, y = batch
@@ -193,7 +207,9 @@ class CountingModel(L.LightningModule):
 
     def _gather_collected(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Every rank's collected logits and labels (ranks may hold different numbers of images)."""
-        logits = torch.cat([x for x, _ in self._collected]) if self._collected else torch.zeros(0, len(self.classes))
+        logits = (
+            torch.cat([x for x, _ in self._collected]) if self._collected else torch.zeros(0, self.counts.num_classes)
+        )
         labels = torch.cat([y for _, y in self._collected]) if self._collected else torch.zeros(0, dtype=torch.long)
         self._collected = []
         if self.trainer is None or self.trainer.world_size == 1:
@@ -225,9 +241,11 @@ class CountingModel(L.LightningModule):
         values = metrics.compute()
         metrics.reset()
         scalars = {k: v for k, v in values.items() if v.ndim == 0}
-        self.log_dict({f"{stage}/{k}": v for k, v in scalars.items()}, prog_bar=stage == "val")
+        shown = {k: v for k, v in scalars.items() if k in PROGRESS_BAR}
+        self.log_dict({f"{stage}/{k}": v for k, v in shown.items()}, prog_bar=stage == "val")
+        self.log_dict({f"{stage}/{k}": v for k, v in scalars.items() if k not in shown})
         per_class = values["acc_per_class"]
-        self.log_dict({f"{stage}/acc_count_{c}": per_class[i] for i, c in enumerate(self.classes)})
+        self.log_dict({f"{stage}/acc_count_{metric_name(n)}": per_class[i] for i, n in enumerate(self.counts.names)})
         return values
 
     def on_train_epoch_end(self):
@@ -256,16 +274,27 @@ class CountingModel(L.LightningModule):
         confusion = v["confusion"].long()
         self.test_results = {
             "test/acc": v["acc"].item(),
+            # rmse, mae, off_by_one: over the test/exact_bins bins whose true and predicted classes are
+            # both exact counts (every bin without the overflow class)
             "test/rmse": v["rmse"].item(),
             "test/mae": v["mae"].item(),
             "test/off_by_one": v["off_by_one"].item(),
-            "test/acc_per_class": {str(c): v["acc_per_class"][i].item() for i, c in enumerate(self.classes)},
-            "test/confusion": confusion.tolist(),  # rows: true count, columns: predicted count
+            "test/exact_bins": int(v["exact_bins"].item()),
+            **{f"test/{k}": v[k].item() for k in OPTIONAL_FIGURES if k in v},
+            "test/acc_per_class": {n: v["acc_per_class"][i].item() for i, n in enumerate(self.counts.names)},
+            "test/confusion": confusion.tolist(),  # rows: true class, columns: predicted class (class_names)
             "test/images": int(confusion.sum().item()),
             "test/majority_rate": (confusion.sum(1).max() / confusion.sum().clamp(min=1)).item(),
             **self.calibration_report(logits, labels, "test"),
             "classes": self.classes,
+            "overflow": self.counts.overflow,
+            "class_names": self.counts.names,
         }
+        if self.counts.overflow:
+            self.test_results["notes"] = {
+                "test/rmse, test/mae, test/off_by_one": f"over the test/exact_bins bins whose true and predicted "
+                f"classes are both exact counts (neither is {self.counts.names[-1]})"
+            }
 
     def configure_optimizers(self):
         factory = self.optimizer_factory or (lambda params: torch.optim.Adam(params, lr=1e-3))

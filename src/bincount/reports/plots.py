@@ -31,9 +31,13 @@ def plot_curves(history: list[dict], path: str | Path) -> Path:
 
 
 def plot_confusion(
-    confusion: Sequence[Sequence[int]], classes: Sequence[int], path: str | Path, title: str = "confusion matrix"
+    confusion: Sequence[Sequence[int]],
+    classes: Sequence[int | str],
+    path: str | Path,
+    title: str = "confusion matrix",
 ) -> Path:
-    """Counts and row-normalised shares (recall per true count) in one heat map."""
+    """Counts and row-normalised shares (recall per true class) in one heat map; ``classes`` labels the rows
+    and columns (``CountClasses.names``: ``"6+"`` for the overflow class)."""
     m = np.asarray(confusion, dtype=float)
     share = m / np.clip(m.sum(1, keepdims=True), 1, None)
     fig, ax = plt.subplots(figsize=(1.2 * len(classes) + 2, 1.1 * len(classes) + 1.5))
