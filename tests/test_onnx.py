@@ -164,8 +164,14 @@ def test_a_checkpoint_older_than_the_overflow_class_exports_as_a_1_to_5_model(co
     want = load_predictor(counter_ckpt).predict(x)
     assert want.shape[1] == 5
     np.testing.assert_allclose(load_predictor(out, "onnx").predict(x), want, atol=1e-5)
-    # a 5-output graph beside a bincount.json that claims the overflow class: refused, not misread
+    # an export folder older than the overflow class (no "overflow" in bincount.json) serves as before
     hparams = json.loads((out / "bincount.json").read_text())
+    (out / "bincount.json").write_text(json.dumps({k: v for k, v in hparams.items() if k != "overflow"}))
+    for backend in ("torch", "onnx"):
+        old_folder = load_predictor(out, backend)
+        assert old_folder.counts.names == ["1", "2", "3", "4", "5"]
+        np.testing.assert_allclose(old_folder.predict(x), want, atol=1e-5)
+    # a 5-output graph beside a bincount.json that claims the overflow class: refused, not misread
     (out / "bincount.json").write_text(json.dumps(hparams | {"classes": [0, 1, 2, 3, 4], "overflow": True}))
     with pytest.raises(BincountError, match="has 5 outputs but its bincount.json describes 6 classes"):
         load_predictor(out, "onnx")

@@ -53,7 +53,8 @@ class Predictor(ABC):
         # the answer set: exact counts, plus "more than K" when the model has the overflow class
         # (a checkpoint or an export older than that class has no ``overflow``: exact counts only)
         self.counts = CountClasses.from_hparams(hparams)
-        self.hparams = {k: hparams[k] for k in SERVED_HPARAMS if k in hparams} | self.counts.hparams()
+        served = {**hparams, **self.counts.hparams()}  # ``overflow`` written out, older files included
+        self.hparams = {k: served[k] for k in SERVED_HPARAMS if k in served}
         self.classes = list(self.counts.exact)  # the exact counts; ``counts.names`` names every class
         self.image_size = int(hparams["image_size"])
         # test-time views and the calibration temperature, as evaluation applied them
