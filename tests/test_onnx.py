@@ -12,6 +12,7 @@ import pytest
 import timm
 import torch
 
+from bincount.errors import BincountError
 from bincount.serve.export import export_model, export_onnx
 from bincount.serve.predictor import OnnxPredictor, TorchPredictor, load_predictor
 from conftest import ids_by_count
@@ -28,7 +29,7 @@ def assert_parity(reference, candidate, images):
     x = torch.stack([reference.load(p) for p in images])
     a, b = reference.logits(x), candidate.logits(x)
     assert np.abs(a - b).max() < 1e-4
-    assert reference.counts(reference.predict(x)) == candidate.counts(candidate.predict(x))
+    assert reference.describe(reference.predict(x)) == candidate.describe(candidate.predict(x))
 
 
 def test_onnx_backend_matches_pytorch_on_real_images(counter_ckpt, real_images):
@@ -55,6 +56,7 @@ def test_export_writes_a_self_describing_folder(counter_ckpt, tmp_path, real_ima
     assert hparams == {
         "backbone": "resnet10t",
         "classes": [1, 2, 3, 4, 5],
+        "overflow": False,
         "image_size": 32,
         "channels_last": False,
         "tta": ckpt_hparams["tta"],
@@ -100,4 +102,78 @@ def test_the_sagemaker_tarball_runs_on_its_own_code(counter_ckpt, tmp_path, real
     assert run.returncode == 0, run.stderr[-2000:]
     got = json.loads(run.stdout.strip().splitlines()[-1])["predictions"][0]
     direct = load_predictor(counter_ckpt)
-    assert got["count"] == direct.counts(direct.predict([direct.load(real_images[0])]))[0]
+    assert got["count"] == direct.describe(direct.predict([direct.load(real_images[0])]))[0]["count"]
+
+
+# -- a model with the overflow class ----------------------------------------------------------------
+@pytest.fixture(scope="module")
+def mixed_images(abid, dev224):
+    """Real photos of bins of 0-5 items and of 6-20 items."""
+    over5 = abid / "over5-224"
+    return [dev224 / "bin-images" / f"{i}.jpg" for i in ids_by_count(dev224, 2, (0, 1, 2, 3, 4, 5))] + [
+        over5 / "bin-images" / f"{i}.jpg" for i in ids_by_count(over5, 3, (6, 12, 20))
+    ]
+
+
+def test_an_overflow_model_exports_k_plus_2_outputs_and_onnx_agrees(mixed_images, tmp_path, monkeypatch):
+    import onnx
+
+    from bincount.serve import handler
+    from helpers.counters import mixed_counter
+
+    ckpt = mixed_counter(tmp_path / "m.ckpt", mixed_images)
+    out = tmp_path / "model"
+    written = export_model(ckpt, out, onnx=True, parity_images=[str(p) for p in mixed_images])
+    hparams = json.loads((out / "bincount.json").read_text())
+    assert hparams["classes"] == [0, 1, 2, 3, 4, 5] and hparams["overflow"] is True
+    graph = onnx.load(str(out / "model.onnx")).graph
+    assert graph.output[0].type.tensor_type.shape.dim[1].dim_value == 7  # 0..5 and "6+": K + 2
+    assert written["parity"]["same_counts"] and written["parity"]["classes"][-1] == "6+"
+    torch_model, onnx_model = load_predictor(ckpt), load_predictor(out, "onnx")
+    assert isinstance(onnx_model, OnnxPredictor) and onnx_model.counts == torch_model.counts
+    x = torch.stack([torch_model.load(p) for p in mixed_images])
+    assert_parity(torch_model, onnx_model, mixed_images)
+    answers = onnx_model.describe(onnx_model.predict(x))
+    assert {"at_least": 6} in answers and any("count" in a for a in answers)
+    # the SageMaker handler on the exported folder, ONNX backend, answers the same
+    monkeypatch.setenv("BINCOUNT_BACKEND", "onnx")
+    model = handler.model_fn(str(out))
+    assert model.backend == "onnx"
+    data = handler.input_fn(json.dumps({"images": [b64(p) for p in mixed_images]}), "application/json")
+    body, _ = handler.output_fn(handler.predict_fn(data, model), "application/json")
+    got = json.loads(body)["predictions"]
+    assert [{k: a[k] for k in ("count", "at_least") if k in a} for a in got] == answers
+    assert all(list(a["probabilities"])[-1] == "6+" for a in got)
+
+
+def b64(path):
+    import base64
+
+    return base64.b64encode(path.read_bytes()).decode()
+
+
+def test_a_checkpoint_older_than_the_overflow_class_exports_as_a_1_to_5_model(counter_ckpt, tmp_path, real_images):
+    ckpt = torch.load(counter_ckpt, map_location="cpu", weights_only=True)
+    old = {"state_dict": ckpt["state_dict"], "hyper_parameters": dict(ckpt["hyper_parameters"])}
+    del old["hyper_parameters"]["overflow"]
+    torch.save(old, tmp_path / "old.ckpt")
+    out = tmp_path / "model"
+    export_model(tmp_path / "old.ckpt", out, onnx=True)
+    assert json.loads((out / "bincount.json").read_text())["overflow"] is False
+    x = torch.stack([load_predictor(counter_ckpt).load(p) for p in real_images])
+    want = load_predictor(counter_ckpt).predict(x)
+    assert want.shape[1] == 5
+    np.testing.assert_allclose(load_predictor(out, "onnx").predict(x), want, atol=1e-5)
+    # an export folder older than the overflow class (no "overflow" in bincount.json) serves as before
+    hparams = json.loads((out / "bincount.json").read_text())
+    (out / "bincount.json").write_text(json.dumps({k: v for k, v in hparams.items() if k != "overflow"}))
+    for backend in ("torch", "onnx"):
+        old_folder = load_predictor(out, backend)
+        assert old_folder.counts.names == ["1", "2", "3", "4", "5"]
+        np.testing.assert_allclose(old_folder.predict(x), want, atol=1e-5)
+    # a 5-output graph beside a bincount.json that claims the overflow class: refused, not misread
+    (out / "bincount.json").write_text(json.dumps(hparams | {"classes": [0, 1, 2, 3, 4], "overflow": True}))
+    with pytest.raises(BincountError, match="has 5 outputs but its bincount.json describes 6 classes"):
+        load_predictor(out, "onnx")
+    with pytest.raises(BincountError, match="do not fit"):
+        load_predictor(out, "torch")

@@ -9,24 +9,37 @@ import numpy as np
 import pytest
 
 from bincount.cli import main
+from bincount.counts import CountClasses
 from bincount.data.records import parse_metadata
+from bincount.errors import BincountError
 from bincount.inventory import (
     AUDIT,
     CONFLICTING_EXPECTED,
     CONFLICTING_PREDICTIONS,
+    DISAGREES,
     DUPLICATE_EXPECTED,
     INVALID_COUNT,
     MATCH,
     MISMATCH,
     NOT_DECIDED,
+    NOT_SURE,
     OUTSIDE,
+    PREDICTED_EMPTY,
+    PREDICTED_MORE,
+    TOO_MANY,
+    TOO_MANY_ACCEPTED,
+    Expected,
+    RecordModel,
     calibrate,
+    choose_record_threshold,
     choose_threshold,
+    decide,
     read_expected,
     reconcile,
+    record_probability,
     summarize,
 )
-from bincount.predict import read_predictions
+from bincount.predict import Prediction, read_predictions
 
 
 @pytest.mark.parametrize(
@@ -138,7 +151,7 @@ def test_reconcile_flags_wrong_records_on_real_metadata(predictions, small_abid,
     for r in rows:
         p = by_id[r["bin_id"]]
         expected = int(r["expected_count"])
-        if expected not in p.probabilities:  # a record of 6 against a 1-5 model: a person, never a correction
+        if not p.classes.covers(expected):  # a record of 6 against a 1-5 model: a person, never a correction
             assert (r["decision"], r["reason"]) == (AUDIT, OUTSIDE)
             continue
         want = AUDIT if p.confidence < threshold else MATCH if p.count == expected else MISMATCH
@@ -351,3 +364,222 @@ def test_metadata_with_a_byte_order_mark_is_read_everywhere(predictions, small_a
     assert all(r.count == _count(small_abid, r.id) for r in records)
     expected, problems = read_expected([str(folder)])
     assert sorted(expected) == ids and not problems.errors
+
+
+# -- what the model cannot count: bins of more than five, empty bins, records outside its classes -------
+@pytest.fixture(scope="module")
+def over5(abid, tmp_path_factory):
+    """Real bins of 6 to 20 items (over5-224), twelve of them with 12 items, and their real metadata."""
+    from conftest import ids_by_count, make_abid_slice
+
+    ids = ids_by_count(abid / "over5-224", 12, (12,)) + ids_by_count(abid / "over5-224", 2, (6, 9, 20))
+    return make_abid_slice(abid / "over5-224", tmp_path_factory.mktemp("over5"), ids)
+
+
+def _predict(model, folder, out):
+    assert main(["predict", str(model), str(folder), "--out", str(out), "--quiet"]) == 0
+    return out
+
+
+def _run(predictions, expected, out, *flags):
+    summary = out.with_suffix(".json")
+    rc = main(
+        [
+            "reconcile",
+            str(predictions),
+            "--expected",
+            str(expected),
+            "--out",
+            str(out),
+            "--summary",
+            str(summary),
+            *flags,
+        ]
+    )
+    return rc, _decisions(out), json.loads(summary.read_text())
+
+
+NAMES_6 = [0, 1, 2, 3, 4, 5]
+
+
+def test_a_bin_of_12_never_gets_a_correction_of_5(counter_ckpt, over5, tmp_path):
+    """Real photos of bins of 12 (and 6-20) items against their real records. A 1-5 model confidently
+    answering 5, or the trained tiny 1-5 counter, sends every bin to a person; an overflow model answering
+    "more than 5" agrees with the records, but only a person or --accept-overflow verifies them."""
+    from helpers.counters import constant_counter
+
+    fives = constant_counter(tmp_path / "fives.ckpt", [1, 2, 3, 4, 5], False, [0.01, 0.01, 0.01, 0.01, 0.96])
+    overflow = constant_counter(tmp_path / "more.ckpt", NAMES_6, True, [0.01, 0.01, 0.01, 0.01, 0.01, 0.02, 0.93])
+    records = {m.stem: json.loads(m.read_text())["EXPECTED_QUANTITY"] for m in (over5 / "metadata").glob("*.json")}
+    assert sum(c == 12 for c in records.values()) == 12 and min(records.values()) == 6
+    for model in (fives, counter_ckpt):
+        preds = _predict(model, over5, tmp_path / f"{model.stem}.csv")
+        for rule in ([], ["--record-error-rate", "0.1"]):
+            rc, rows, s = _run(preds, over5, tmp_path / "d.csv", "--threshold", "0.5", *rule)
+            assert rc == 0 and len(rows) == len(records) == 18
+            for r in rows:
+                assert (r["decision"], r["reason"]) == (AUDIT, OUTSIDE), r
+                assert r["predicted_count"] == r["predicted_at_least"] == "" and r["record_probability"] == ""
+            assert s["reasons"] == {OUTSIDE: 18} and s["auto_verified"] == 0 and s[MISMATCH] == 0
+    preds = _predict(overflow, over5, tmp_path / "more.csv")
+    assert {p.name for p in read_predictions(preds)} == {"6+"}
+    for rule in ([], ["--record-error-rate", "0.1"]):
+        rc, rows, s = _run(preds, over5, tmp_path / "d.csv", "--threshold", "0.5", *rule)
+        assert {(r["decision"], r["reason"], r["predicted_count"], r["predicted_at_least"]) for r in rows} == {
+            (AUDIT, TOO_MANY, "", "6")
+        }
+        assert s["reasons"] == {TOO_MANY: 18} and s["labelled"]["count_accuracy_all"] == 1.0
+        rc, rows, s = _run(preds, over5, tmp_path / "d.csv", "--threshold", "0.5", "--accept-overflow", *rule)
+        assert {(r["decision"], r["reason"], r["predicted_at_least"]) for r in rows} == {
+            (MATCH, TOO_MANY_ACCEPTED, "6")
+        }
+        assert s["auto_verified"] == 18 and s["accept_overflow"] is True
+    # the same photos against records of 3 and 5: a mismatch whose correction is "at least 6", never a count
+    table = tmp_path / "low.csv"
+    ids = sorted(records)
+    table.write_text("bin_id,expected_count\n" + "".join(f"{i},{3 if n % 2 else 5}\n" for n, i in enumerate(ids)))
+    rc, rows, s = _run(preds, table, tmp_path / "d.csv", "--threshold", "0.5")
+    assert {(r["decision"], r["reason"], r["predicted_count"], r["predicted_at_least"]) for r in rows} == {
+        (MISMATCH, DISAGREES, "", "6")
+    }
+    assert s["labelled"]["mismatch_accuracy"] == 1.0  # every record of 3 or 5 was wrong: 6 to 20 items
+
+
+def test_a_real_overflow_model_on_bins_of_12_proposes_no_exact_count_for_them(over5, tmp_path):
+    """An untrained overflow network answering "more than 5" for about half the real photos: whichever
+    answer it gives, a bin it calls "6+" gets no exact count, and one it counts exactly is judged as usual."""
+    from helpers.counters import mixed_counter
+
+    model = mixed_counter(tmp_path / "mixed.ckpt", sorted((over5 / "bin-images").glob("*.jpg")))
+    preds = read_predictions(_predict(model, over5, tmp_path / "p.csv"))
+    assert 0 < sum(p.at_least == 6 for p in preds) < len(preds)
+    rc, rows, _ = _run(tmp_path / "p.csv", over5, tmp_path / "d.csv", "--threshold", "0")
+    by_id = {p.id: p for p in preds}
+    for r in rows:
+        p = by_id[r["bin_id"]]
+        if p.at_least:
+            assert (r["decision"], r["reason"], r["predicted_count"], r["predicted_at_least"]) == (
+                AUDIT,
+                TOO_MANY,
+                "",
+                "6",
+            )
+        else:  # an exact count of a bin of 6-20 items is a confident mistake: flagged, never verified
+            assert (r["decision"], r["predicted_count"]) == (MISMATCH, str(p.count)) and p.count <= 5
+
+
+def test_a_photo_predicted_empty_against_a_record_of_3_is_flagged_first(dev224, tmp_path, capsys):
+    """Real photos and records of dev-224; the photo of a real empty bin is answered "empty" (constructed
+    probabilities in the predictions file), and its record says 3: a lost or misplaced item."""
+    from conftest import ids_by_count, make_abid_slice
+    from helpers.counters import mixed_counter
+
+    empty = ids_by_count(dev224, 1, (0,))[0]
+    folder = make_abid_slice(dev224, tmp_path / "bins", ids_by_count(dev224, 3, (0, 1, 2, 3, 4, 5)))
+    model = mixed_counter(tmp_path / "mixed.ckpt", sorted((folder / "bin-images").glob("*.jpg")))
+    preds = _predict(model, folder, tmp_path / "p.csv")
+    rows = read_csv_rows(preds)
+    assert all(r["predicted_count"] != "0" for r in rows)  # the network itself never answers empty
+    for r in rows:
+        if r["id"] == empty:
+            probs = {"p_0": 0.95, "p_1": 0.01, "p_2": 0.01, "p_3": 0.01, "p_4": 0.01, "p_5": 0.005, "p_6+": 0.005}
+            r.update(probs, predicted_count="0", at_least="", confidence="0.95")
+    write_csv_rows(preds, rows)
+    records = {m.stem: json.loads(m.read_text())["EXPECTED_QUANTITY"] for m in (folder / "metadata").glob("*.json")}
+    assert records[empty] == 0
+    table = tmp_path / "records.csv"
+    table.write_text("bin_id,expected_count\n" + "".join(f"{i},{3 if i == empty else c}\n" for i, c in records.items()))
+    for rule in (["--threshold", "0.5"], ["--threshold", "0.9", "--record-error-rate", "0.1"]):
+        capsys.readouterr()
+        rc, decisions, s = _run(preds, table, tmp_path / "d.csv", *rule)
+        first = decisions[0]
+        assert first["bin_id"] == empty and first["reason"] == PREDICTED_EMPTY, rule
+        assert first["expected_count"] == "3" and first["predicted_count"] == "0" and first["decision"] != MATCH
+        assert [d["bin_id"] for d in decisions[1:]] == sorted(d["bin_id"] for d in decisions[1:])
+        assert s["reasons"][PREDICTED_EMPTY] == 1
+        listed = capsys.readouterr().out.splitlines()
+        assert listed[1].split()[0] == empty  # the first bin of the printed audit list
+    assert first["decision"] == AUDIT  # the record rule cannot explain a record of 3 on an empty bin: a person
+
+
+def test_a_record_of_0_against_a_1_to_5_model_goes_to_a_person(counter_ckpt, dev224, tmp_path):
+    from conftest import ids_by_count, make_abid_slice
+
+    folder = make_abid_slice(dev224, tmp_path / "empty", ids_by_count(dev224, 6, (0,)))
+    preds = _predict(counter_ckpt, folder, tmp_path / "p.csv")
+    for rule in ([], ["--record-error-rate", "0.1"]):
+        rc, rows, s = _run(preds, folder, tmp_path / "d.csv", "--threshold", "0", *rule)
+        assert rc == 0 and len(rows) == 6
+        assert {(r["decision"], r["reason"], r["expected_count"], r["predicted_count"]) for r in rows} == {
+            (AUDIT, OUTSIDE, "0", "")
+        }
+        assert s["reasons"] == {OUTSIDE: 6} and s["to_check"] == 6
+
+
+def read_csv_rows(path):
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def write_csv_rows(path, rows):
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+# -- the rules on constructed probabilities -------------------------------------------------------------
+def _p(probs, true=None, bin_id="b"):
+    return Prediction.from_probabilities(bin_id, f"{bin_id}.jpg", CountClasses(NAMES_6, True), probs, true)
+
+
+MORE = [0.01, 0.01, 0.01, 0.01, 0.01, 0.05, 0.90]
+
+
+def test_overflow_decisions_by_rule():
+    rm = RecordModel(0.1)
+    for model, threshold in ((None, 0.5), (rm, 0.5)):
+        assert decide(_p(MORE), Expected(12), threshold, model).reason == TOO_MANY
+        accepted = decide(_p(MORE), Expected(12), threshold, model, accept_overflow=True)
+        assert (accepted.decision, accepted.predicted, accepted.predicted_count) == (MATCH, "6+", None)
+        low = decide(_p(MORE), Expected(2), threshold, model)
+        assert (low.predicted_at_least, low.predicted_count) == (6, None) and low.decision != MATCH
+        # the photo alone: a mismatch; the record rule would explain a record of 2 away (it assumes a wrong
+        # record is off by at most two): not over a photo saying "more than 5"
+        assert (low.decision, low.reason) == ((MISMATCH, DISAGREES) if model is None else (AUDIT, PREDICTED_MORE))
+    # a record of 12 cannot be a miscount of 5 (off by at most 2): the record rule keeps "6+"
+    fives = _p([0.01, 0.01, 0.01, 0.01, 0.01, 0.90, 0.05])
+    assert decide(fives, Expected(12), 0.5).predicted_count == 5  # the photo alone disagrees
+    d = decide(fives, Expected(12), 0.5, rm)
+    assert (d.decision, d.reason, d.predicted_at_least, d.record_probability) == (AUDIT, TOO_MANY, 6, 1.0)
+    # a record of 6 could be a miscount of 5: a photo sure of 5 is proposed, one less sure goes to a person
+    d = decide(fives, Expected(6), 0.95, rm)
+    assert (d.decision, d.reason, d.predicted_at_least) == (AUDIT, NOT_SURE, 6)
+    d = decide(_p([0.005, 0.005, 0.005, 0.005, 0.005, 0.97, 0.005]), Expected(6), 0.95, rm)
+    assert (d.decision, d.predicted_count) == (MISMATCH, 5) and d.record_probability < 0.5
+    assert record_probability(rm, fives, 12) == 1.0
+    # a record of 0 "explains" a photo 90% sure of "6+" (P(record right) 0.94: the photo must be wrong, as a
+    # record is never off by more than two in that model); the photo's "more than 5" is not overruled
+    assert record_probability(rm, _p(MORE), 0) > 0.9
+    d = decide(_p(MORE), Expected(0), 0.9, rm)
+    assert (d.decision, d.reason, d.predicted_at_least) == (AUDIT, PREDICTED_MORE, 6)
+
+
+def test_the_record_threshold_leaves_out_records_it_could_never_verify():
+    rng = np.random.default_rng(0)
+    preds = []
+    for i in range(300):
+        true = int(rng.choice([1, 2, 3, 12]))
+        centre = min(true, 6)
+        probs = np.full(7, 0.02)
+        probs[centre] = 0.88
+        preds.append(_p(probs, true, str(i)))
+    rm = RecordModel(0.1)
+    exact = choose_record_threshold(rm, preds, 0.9)
+    assert exact.calibration_images == 300 and exact.threshold <= 1 and exact.precision >= 0.9
+    twelves = [p for p in preds if p.true_count == 12]
+    with pytest.raises(BincountError, match="accept-overflow"):  # no record of 6 or more is ever verified
+        choose_record_threshold(rm, twelves, 0.9)
+    # accepted, a record of 10-14 on a bin of 12 verifies "more than 5", which the bin does hold
+    accepting = choose_record_threshold(rm, twelves, 0.9, accept_overflow=True)
+    assert accepting.precision == 1.0 and accepting.coverage == 1.0

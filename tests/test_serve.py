@@ -55,13 +55,14 @@ def invoke(server, body, content_type="image/jpeg", **headers):
 
 
 def expected_counts(predictor, images: list[bytes]) -> list[int]:
-    return predictor.counts(predictor.predict([predictor.load(b) for b in images]))
+    return [a["count"] for a in predictor.describe(predictor.predict([predictor.load(b) for b in images]))]
 
 
 def test_ping(server):
     status, ctype, body = request(server, "GET", "/ping")
     assert status == 200 and ctype == "application/json"
     assert body["classes"] == [1, 2, 3, 4, 5] and body["backend"] == "torch"
+    assert body["overflow"] is False and body["names"] == ["1", "2", "3", "4", "5"]
 
 
 @pytest.mark.parametrize("content_type", ["image/jpeg", "application/x-image", "image/jpeg; charset=binary"])
@@ -352,3 +353,33 @@ def test_base64_as_clients_write_it(server, predictor, jpegs):
     ):
         status, _, body = invoke(server, json.dumps({"image": text}), "application/json")
         assert status == 200 and [p["count"] for p in body["predictions"]] == want
+
+
+def test_an_overflow_model_answers_at_least_for_more_than_k(abid, dev224, tmp_path):
+    """A model with counts 0-5 and "more than 5", served on loopback, on real photos of bins of 0-5 and
+    6-20 items: each answer is an exact count or at_least 6, as the predictor says, with every class's
+    probability keyed by its name."""
+    from helpers.counters import mixed_counter
+
+    over5 = abid / "over5-224"
+    paths = [dev224 / "bin-images" / f"{i}.jpg" for i in ids_by_count(dev224, 1, (0, 1, 2, 3, 4, 5))]
+    paths += [over5 / "bin-images" / f"{i}.jpg" for i in ids_by_count(over5, 2, (6, 12, 20))]
+    predictor = load_predictor(mixed_counter(tmp_path / "m.ckpt", paths), "torch")
+    srv = start_server(predictor, host="127.0.0.1", port=0)
+    try:
+        status, _, ping = request(srv, "GET", "/ping")
+        assert ping["classes"] == [0, 1, 2, 3, 4, 5] and ping["overflow"] is True and ping["names"][-1] == "6+"
+        body = json.dumps({"images": [base64.b64encode(p.read_bytes()).decode() for p in paths]})
+        status, _, answer = invoke(srv, body, "application/json")
+    finally:
+        srv.stop()
+    assert status == 200
+    probs = predictor.predict([predictor.load(p) for p in paths])
+    got = answer["predictions"]
+    assert [{k: v for k, v in a.items() if k in ("count", "at_least")} for a in got] == predictor.describe(probs)
+    assert {"at_least"} < {k for a in got for k in a} and any("count" in a for a in got)  # both kinds
+    for a, p in zip(got, probs):
+        assert list(a["probabilities"]) == ["0", "1", "2", "3", "4", "5", "6+"]
+        np.testing.assert_allclose(list(a["probabilities"].values()), p, atol=1e-5)
+        assert ("count" in a) != ("at_least" in a) and a.get("at_least", 6) == 6
+        assert a["confidence"] == pytest.approx(p.max(), abs=1e-6)

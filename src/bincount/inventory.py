@@ -4,8 +4,10 @@ Each bin gets one decision:
 
 - ``match``: the model is confident and agrees with the expected quantity (auto-verified);
 - ``mismatch``: the model is confident and disagrees (auto-flagged: the record or the bin is wrong;
-  ``predicted_count`` is the proposed correction);
-- ``needs-audit``: the model's confidence is below the threshold, so a person counts the bin;
+  ``predicted_count`` is the proposed correction, or ``predicted_at_least`` = K + 1 when the photo
+  says "more than K": never an exact count the model cannot make);
+- ``needs-audit``: a person counts the bin: the model's confidence is below the threshold, or the bin
+  holds too many items to count (below), or its record is outside the model's counts;
 - ``not-decided``: the inputs do not allow a decision (the bin's expected quantity is not a
   non-negative integer or its records disagree, or its photos were given different counts): a person
   checks it, ``problem`` says why, and `bincount reconcile` exits 1.
@@ -19,8 +21,22 @@ model's counts are right at least ``target_precision`` of the time. Where true c
 
 With a record error rate (``--record-error-rate``, from past audits) the record is evidence too: a bin
 is auto-verified when the probability that its record is right, given the photo, reaches a threshold
-chosen on validation predictions (``record_probability``). A bin whose record is outside the counts the
-model can make is never auto-verified and never corrected: it goes to a person with that reason.
+chosen on validation predictions (``record_probability``), over the model's classes (a record of 12
+is the class "more than 5" of a model that has it).
+
+What the model cannot count is never decided as if it could:
+
+- a record outside the model's classes (a 1-5 model against a record of 0 or of 12) is never
+  auto-verified and never corrected: the bin goes to a person, reason ``OUTSIDE``, no count proposed;
+- "more than K" against a record above K agrees, but only as far as "more than K" goes: the bin goes to
+  a person ("too many to count") unless ``accept_overflow`` (``--accept-overflow``) lets it be
+  auto-verified; against a record of K or less it is a mismatch whose correction is "at least K + 1";
+- a photo predicted empty against a record that lists items (a lost or misplaced item) is never
+  auto-verified, has its own reason (``PREDICTED_EMPTY``), and comes first in the decisions; nor is a
+  photo predicted "more than K" against a record of K or less (``PREDICTED_MORE`` when the record rule
+  would have verified it).
+
+Every decision carries a ``reason``; the summary counts them.
 """
 
 from __future__ import annotations
@@ -34,13 +50,26 @@ from pathlib import Path
 
 import numpy as np
 
+from bincount.counts import CountClasses
 from bincount.data.files import read_text
 from bincount.data.records import METADATA_DIR, parse_metadata
 from bincount.errors import BincountError
 from bincount.predict import Prediction
 
 MATCH, MISMATCH, AUDIT, NOT_DECIDED = "match", "mismatch", "needs-audit", "not-decided"
+# reasons
 OUTSIDE = "record outside the model's counts"
+TOO_MANY = "too many to count"
+TOO_MANY_ACCEPTED = "too many to count, accepted as the record"  # with --accept-overflow
+PREDICTED_EMPTY = "predicted empty, record not empty"
+PREDICTED_MORE = "predicted more than K, record K or less"
+AGREES, DISAGREES, NOT_CONFIDENT = "confident photo agrees", "confident photo disagrees", "photo not confident"
+RECORD_LIKELY, OTHER_COUNT, NOT_SURE = (
+    "record likely right",
+    "photo points to another count",
+    "record likeliest but not sure enough",
+)
+INPUTS_NOT_USABLE = "inputs not usable"
 
 
 @dataclass(frozen=True)
@@ -54,6 +83,8 @@ class Decision:
     bin_id: str
     decision: str
     expected_count: int | None
+    # the count the model proposes; None when it proposes none (record outside its counts) or when
+    # it says "more than K" (then ``predicted_at_least`` is K + 1)
     predicted_count: int | None
     confidence: float | None
     sku_names: str
@@ -62,6 +93,23 @@ class Decision:
     record_probability: float | None = None
     reason: str = ""
     problem: str = ""  # why a bin is not decided (its inputs)
+    predicted_at_least: int | None = None
+
+    @property
+    def predicted(self) -> str:
+        """The proposed answer as one word: ``"3"``, ``"6+"``, or ``""`` when none is proposed."""
+        if self.predicted_at_least is not None:
+            return f"{self.predicted_at_least}+"
+        return "" if self.predicted_count is None else str(self.predicted_count)
+
+    @property
+    def count_right(self) -> bool | None:
+        """Whether the proposed answer holds for the bin's true count (``6+``: it holds 6 or more)."""
+        if self.true_count is None:
+            return None
+        if self.predicted_at_least is not None:
+            return self.true_count >= self.predicted_at_least
+        return self.predicted_count == self.true_count
 
     @property
     def correct(self) -> bool | None:
@@ -219,7 +267,7 @@ def unique_predictions(predictions: list[Prediction]) -> tuple[list[Prediction],
     kept, problems = [], InputProblems()
     conflicting, repeated = [], []
     for bin_id, group in by_id.items():
-        if len({p.count for p in group}) > 1:
+        if len({p.name for p in group}) > 1:
             conflicting.append(bin_id)
             continue
         kept.append(min(group, key=lambda p: p.confidence))
@@ -278,7 +326,7 @@ def calibrate(predictions: list[Prediction], target_precision: float, z: float =
         )
     return choose_threshold(
         np.array([p.confidence for p in labelled]),
-        np.array([p.count == p.true_count for p in labelled]),
+        np.array([p.right for p in labelled]),  # the photo's class is the bin's
         target_precision,
         z,
     )
@@ -303,36 +351,48 @@ class RecordModel:
         """The records a bin of ``true_count`` items can carry when its record is wrong."""
         return [true_count + d for d in range(-self.spread, self.spread + 1) if d and true_count + d >= 0]
 
-    def posterior(self, probabilities: dict[int, float], expected: int) -> dict[int, float]:
-        """P(true count | photo, record): the photo's calibrated probabilities weighed by how likely each
-        count is to carry this record (1 - error_rate when equal, else error_rate spread over the
-        wrong records it could have)."""
-        weights = {}
-        for c, p in probabilities.items():
-            if c == expected:
-                weights[c] = (1 - self.error_rate) * p
-            else:
-                wrong = self.wrong_records(c)
-                weights[c] = self.error_rate * p / len(wrong) if expected in wrong else 0.0
-        total = sum(weights.values())
-        return {c: w / total for c, w in weights.items()} if total > 0 else dict(probabilities)
+    def likelihood(self, classes: CountClasses, index: int, expected: int) -> float:
+        """P(the record says ``expected`` | the bin's true class is ``index``). A record in that very
+        class is right; the overflow class is taken at its smallest count (K + 1) for how far off a
+        wrong record can be."""
+        if classes.index(expected) == index:
+            return 1 - self.error_rate
+        true = classes.value(index)
+        wrong = self.wrong_records(classes.at_least if true is None else true)
+        return self.error_rate / len(wrong) if expected in wrong else 0.0
+
+    def posterior(self, classes: CountClasses, probabilities, expected: int) -> np.ndarray:
+        """P(true class | photo, record), one per class: the photo's calibrated probabilities weighed by
+        how likely each class is to carry this record (1 - error_rate when it is the record's class,
+        else error_rate spread over the wrong records it could have)."""
+        probabilities = np.asarray(probabilities, float)
+        weights = probabilities * [self.likelihood(classes, i, expected) for i in range(classes.num_classes)]
+        total = weights.sum()
+        return weights / total if total > 0 else probabilities
 
 
-def record_probability(model: RecordModel, probabilities: dict[int, float], expected: int) -> float | None:
-    """P(the record is right | photo); None when the model cannot make the expected count."""
-    if expected not in probabilities:
+def record_probability(model: RecordModel, p: Prediction, expected: int) -> float | None:
+    """P(the record's class is right | photo); None when the model has no class for the record."""
+    index = p.classes.index(expected)
+    if index is None:
         return None
-    return model.posterior(probabilities, expected)[expected]
+    return float(model.posterior(p.classes, list(p.probabilities.values()), expected)[index])
 
 
 def choose_record_threshold(
-    model: RecordModel, predictions: list[Prediction], target_precision: float, z: float = 0.0
+    model: RecordModel,
+    predictions: list[Prediction],
+    target_precision: float,
+    z: float = 0.0,
+    accept_overflow: bool = False,
 ) -> Threshold:
     """The smallest P(record right) at which auto-verified records are right at least ``target_precision``
     of the time on labelled validation predictions, each bin taken with every record it could carry: its
     true count (weight 1 - error_rate) and each wrong record (error_rate shared among them). The Wilson
-    bound counts each bin once (weights sum to one per bin)."""
-    labelled = [p for p in predictions if p.true_count is not None and p.true_count in p.probabilities]
+    bound counts each bin once (weights sum to one per bin). Records a bin can never be auto-verified
+    with are left out: those outside the model's counts, and "more than K" records unless
+    ``accept_overflow`` (then a record counts as right when it is in the bin's class)."""
+    labelled = [p for p in predictions if p.true_count is not None and p.classes.covers(p.true_count)]
     if not labelled:
         raise BincountError(
             "the calibration predictions have no true_count within the model's counts; predict a "
@@ -340,13 +400,21 @@ def choose_record_threshold(
         )
     scores, right, weight = [], [], []
     for p in labelled:
-        cases = [(p.true_count, 1 - model.error_rate, True)]
-        wrong = [e for e in model.wrong_records(p.true_count) if e in p.probabilities]
-        cases += [(e, model.error_rate / len(model.wrong_records(p.true_count)), False) for e in wrong]
-        for e, w, ok in cases:
-            scores.append(record_probability(model, p.probabilities, e))
-            right.append(ok)
+        true_class = p.classes.index(p.true_count)
+        wrong = model.wrong_records(p.true_count)
+        cases = [(p.true_count, 1 - model.error_rate)] + [(e, model.error_rate / len(wrong)) for e in wrong]
+        for e, w in cases:
+            index = p.classes.index(e)
+            if index is None or (p.classes.is_overflow(index) and not accept_overflow):
+                continue
+            scores.append(record_probability(model, p, e))
+            right.append(index == true_class)
             weight.append(w)
+    if not scores:
+        raise BincountError(
+            "no calibration bin could be auto-verified (every true count is 'more than K'); "
+            "pass --accept-overflow or calibrate on bins with exact counts"
+        )
     scores, right, weight = np.array(scores), np.array(right), np.array(weight)
     order = np.argsort(-scores, kind="stable")
     s, hits, kept = scores[order], np.cumsum((weight * right)[order]), np.cumsum(weight[order])
@@ -366,31 +434,69 @@ def choose_record_threshold(
 
 
 # -- decisions ----------------------------------------------------------------------------------
-def decide(p: Prediction, exp: Expected, threshold: float, record_model: RecordModel | None = None) -> Decision:
+def decide(
+    p: Prediction,
+    exp: Expected,
+    threshold: float,
+    record_model: RecordModel | None = None,
+    accept_overflow: bool = False,
+) -> Decision:
     """One bin's decision. Without a record model: the photo's confidence against the threshold. With one:
-    P(record right | photo) against the threshold; below it, ``mismatch`` names the most likely count
-    when that is not the record, else ``needs-audit``. A record the model cannot make goes to a person."""
-    names = "|".join(exp.skus)
-    if exp.count not in p.probabilities:
-        return Decision(p.id, AUDIT, exp.count, p.count, round(p.confidence, 6), names, p.true_count, None, OUTSIDE)
+    P(record right | photo) against the threshold; below it, ``mismatch`` names the most likely class
+    when that is not the record's, else ``needs-audit``. A record the model has no class for goes to a
+    person with no count proposed; "more than K" on both sides is auto-verified only with
+    ``accept_overflow``; a photo predicted empty against a record that lists items is never auto-verified
+    (module docstring)."""
+    record = p.classes.index(exp.count)
+
+    def made(decision: str, reason: str, index: int | None, right: float | None = None) -> Decision:
+        answer = {} if index is None else p.classes.describe(index)
+        return Decision(
+            p.id,
+            decision,
+            exp.count,
+            answer.get("count"),
+            round(p.confidence, 6),
+            "|".join(exp.skus),
+            p.true_count,
+            None if right is None else round(right, 6),
+            reason,
+            predicted_at_least=answer.get("at_least"),
+        )
+
+    if record is None:  # no correction: the model could only answer a count the bin does not hold
+        return made(AUDIT, OUTSIDE, None)
+    right = None
     if record_model is None:
-        decision = AUDIT if p.confidence < threshold else MATCH if p.count == exp.count else MISMATCH
-        reason = {MATCH: "confident photo agrees", MISMATCH: "confident photo disagrees", AUDIT: "photo not confident"}[
-            decision
-        ]
-        return Decision(p.id, decision, exp.count, p.count, round(p.confidence, 6), names, p.true_count, None, reason)
-    posterior = record_model.posterior(p.probabilities, exp.count)
-    right = posterior[exp.count]
-    likeliest = max(posterior, key=posterior.get)
-    if right >= threshold:
-        decision, reason, count = MATCH, "record likely right", exp.count
-    elif likeliest != exp.count:
-        decision, reason, count = MISMATCH, "photo points to another count", likeliest
+        index = p.index
+        if p.confidence < threshold:
+            decision, reason = AUDIT, NOT_CONFIDENT
+        else:
+            decision, reason = (MATCH, AGREES) if index == record else (MISMATCH, DISAGREES)
     else:
-        decision, reason, count = AUDIT, "record likeliest but not sure enough", likeliest
-    return Decision(
-        p.id, decision, exp.count, count, round(p.confidence, 6), names, p.true_count, round(right, 6), reason
-    )
+        posterior = record_model.posterior(p.classes, list(p.probabilities.values()), exp.count)
+        right, index = float(posterior[record]), int(np.argmax(posterior))
+        if right >= threshold:
+            decision, reason, index = MATCH, RECORD_LIKELY, record
+        elif index != record:
+            decision, reason = MISMATCH, OTHER_COUNT
+        else:
+            decision, reason = AUDIT, NOT_SURE
+    if decision == MATCH and p.classes.is_overflow(record):
+        decision, reason = (MATCH, TOO_MANY_ACCEPTED) if accept_overflow else (AUDIT, TOO_MANY)
+    elif decision == MATCH and p.classes.is_overflow(p.index):
+        # the record rule explained the photo away (a record is off by at most ``spread`` in its model):
+        # a photo saying "more than K" is not overruled by a record of K or less
+        decision, reason, index = AUDIT, PREDICTED_MORE, p.index
+    if p.count == 0 and exp.count > 0:  # the photo says empty, the record lists items: a lost item?
+        decision, reason, index = (MISMATCH if decision == MISMATCH else AUDIT), PREDICTED_EMPTY, p.index
+    return made(decision, reason, index, right)
+
+
+def audit_order(decisions: list[Decision]) -> list[Decision]:
+    """Bins predicted empty against a record that lists items first (a lost or misplaced item: the bin
+    a warehouse most wants checked), then by bin id."""
+    return sorted(decisions, key=lambda d: (d.reason != PREDICTED_EMPTY, d.bin_id))
 
 
 def reconcile(
@@ -398,9 +504,10 @@ def reconcile(
     expected: dict[str, Expected],
     threshold: float,
     record_model: RecordModel | None = None,
+    accept_overflow: bool = False,
 ) -> tuple[list[Decision], dict[str, list[str]]]:
-    """One decision per bin that has both a prediction and an expected quantity; the other bins by reason.
-    ``predictions`` must hold one per bin (``unique_predictions``)."""
+    """One decision per bin that has both a prediction and an expected quantity (in ``audit_order``);
+    the other bins by reason. ``predictions`` must hold one per bin (``unique_predictions``)."""
     repeated = [i for i, n in Counter(p.id for p in predictions).items() if n > 1]
     if repeated:
         raise BincountError(
@@ -413,11 +520,11 @@ def reconcile(
         "no expected quantity": sorted(p.id for p in predictions if p.id not in expected),
         "no photo": sorted(set(expected) - predicted_ids),
     }
-    for p in sorted(predictions, key=lambda p: p.id):
+    for p in predictions:
         exp = expected.get(p.id)
         if exp is not None:
-            decisions.append(decide(p, exp, threshold, record_model))
-    return decisions, unmatched
+            decisions.append(decide(p, exp, threshold, record_model, accept_overflow))
+    return audit_order(decisions), unmatched
 
 
 def add_undecided(
@@ -428,7 +535,7 @@ def add_undecided(
     expected: dict[str, Expected],
 ) -> list[Decision]:
     """A ``not-decided`` row for every photographed bin whose inputs had an error; such bins leave the
-    unmatched lists (they are not missing a photo or a record, their inputs are wrong). Sorted by id."""
+    unmatched lists (they are not missing a photo or a record, their inputs are wrong). In ``audit_order``."""
     undecidable = problems.undecidable()
     rows = [
         Decision(
@@ -438,7 +545,7 @@ def add_undecided(
             None,
             None,
             "|".join(expected[i].skus) if i in expected else "",
-            reason="inputs not usable",
+            reason=INPUTS_NOT_USABLE,
             problem=why,
         )
         for i, why in sorted(undecidable.items())
@@ -446,7 +553,7 @@ def add_undecided(
     ]
     for reason in unmatched:
         unmatched[reason] = [i for i in unmatched[reason] if i not in undecidable]
-    return sorted(decisions + rows, key=lambda d: d.bin_id)
+    return audit_order(decisions + rows)
 
 
 def _share(hits: int, n: int) -> float | None:
@@ -491,8 +598,9 @@ def summarize(
             sum(d.correct for d in confident if d.decision == MISMATCH), sum(d.decision == MISMATCH for d in confident)
         ),
         "confident_decision_accuracy": _share(sum(d.correct for d in confident), len(confident)),
-        "count_accuracy_confident": _share(sum(d.predicted_count == d.true_count for d in confident), len(confident)),
-        "count_accuracy_all": _share(sum(d.predicted_count == d.true_count for d in labelled), len(labelled)),
+        # the proposed answer holds for the bin ("6+" for 12 items holds; no answer proposed does not)
+        "count_accuracy_confident": _share(sum(d.count_right for d in confident), len(confident)),
+        "count_accuracy_all": _share(sum(d.count_right for d in labelled), len(labelled)),
         "wrong_records": len(wrong_records),
         "wrong_records_sent_to_a_person": sum(d.decision != MATCH for d in wrong_records),
         "wrong_records_caught": _share(sum(d.decision != MATCH for d in wrong_records), len(wrong_records)),
@@ -507,6 +615,7 @@ def write_decisions(decisions: list[Decision], out: Path) -> Path:
         "decision",
         "expected_count",
         "predicted_count",
+        "predicted_at_least",
         "confidence",
         "sku_names",
         "true_count",

@@ -1,6 +1,10 @@
 """``bincount predict MODEL IMAGES...``: counts for image files, folders or ``s3://`` URIs, written
 as CSV or JSON with class probabilities and confidence.
 
+Each row has ``predicted_count`` (the exact count), or, from a model with the overflow class, an empty
+``predicted_count`` and ``at_least`` = K + 1 ("more than K"); the probability columns are named by class
+(``p_0`` ... ``p_5``, ``p_6+``). Files written before the overflow class (no ``at_least``) read as before.
+
 A folder in the ABID layout (``bin-images/`` + ``metadata/``) also gives each image its true count
 (``true_count``), which reconcile uses to measure its decisions; ``--split val`` keeps only the
 images of one split of the run the checkpoint came from (to choose a threshold on validation data).
@@ -11,10 +15,14 @@ from __future__ import annotations
 import csv
 import json
 from collections import Counter
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
+from bincount.counts import CountClasses
 from bincount.data.files import read_text
 from bincount.data.images import ImageError
 from bincount.data.sources import find_images, known_counts
@@ -25,24 +33,100 @@ from bincount.progress import progress
 from bincount.serve.predictor import Predictor, load_predictor
 
 
+def classes_of(names: Iterable) -> CountClasses:
+    """The answer set named by a prediction's probability keys (``CountClasses.names``: ``"1"``, ...,
+    ``"5"``, and ``"6+"`` for "more than 5"); integer keys are read as names."""
+    names = [str(n).strip() for n in names]
+    exact = [n for n in names if not n.endswith("+")]
+    try:
+        counts = CountClasses([int(n) for n in exact], overflow=len(exact) < len(names))
+    except ValueError:
+        counts = None
+    if counts is None or sorted(counts.names) != sorted(names):
+        raise BincountError(
+            f"class probabilities {names or 'none'}: need one per count the model makes (p_1 ... p_5), "
+            "and at most one 'more than K' class named K+1 followed by '+' (p_6+)"
+        )
+    return counts
+
+
+def optional_int(value) -> int | None:
+    """An optional integer as CSV (``""``) and JSON (``null``) write it; 0 is a value, not a blank."""
+    if value is None or str(value).strip() == "":
+        return None
+    return int(str(value).strip())
+
+
 @dataclass
 class Prediction:
+    """One image's prediction: an exact ``count``, or, for the class "more than K", no count and
+    ``at_least`` = K + 1. ``probabilities`` are keyed by class name (``CountClasses.names``, in class
+    order; integer keys are read as names), and name the model's answer set (``classes``)."""
+
     id: str
     image: str
-    count: int
+    count: int | None
     confidence: float
-    probabilities: dict[int, float]
+    probabilities: dict[str, float]
     true_count: int | None = None
+    at_least: int | None = None
+    classes: CountClasses = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        probabilities = {str(k).strip(): float(v) for k, v in self.probabilities.items()}
+        self.classes = classes_of(probabilities)
+        self.probabilities = {n: probabilities[n] for n in self.classes.names}
+        exact = self.at_least is None and self.count in self.classes.exact
+        more = self.count is None and self.classes.overflow and self.at_least == self.classes.at_least
+        if not (exact or more):
+            raise BincountError(
+                f"prediction {self.id}: predicted_count {self.count} / at_least {self.at_least} is not an "
+                f"answer of its classes ({self.classes})"
+            )
+
+    @classmethod
+    def from_probabilities(
+        cls, id: str, image: str, classes: CountClasses, probabilities, true_count: int | None = None
+    ) -> Prediction:
+        """The prediction of one image from its class probabilities (one per class of ``classes``)."""
+        index = int(np.argmax(probabilities))
+        answer = classes.describe(index)
+        return cls(
+            id,
+            image,
+            answer.get("count"),
+            float(probabilities[index]),
+            {n: float(q) for n, q in zip(classes.names, probabilities, strict=True)},
+            true_count,
+            answer.get("at_least"),
+        )
+
+    @property
+    def index(self) -> int:
+        """The predicted class, an index into ``classes.names``."""
+        return self.classes.overflow_index if self.at_least is not None else self.classes.exact.index(self.count)
+
+    @property
+    def name(self) -> str:
+        """The answer as one word: ``"3"``, or ``"6+"`` for "more than 5"."""
+        return self.classes.names[self.index]
+
+    @property
+    def right(self) -> bool | None:
+        """Whether the predicted class is the bin's true class (a true count the model has no class for
+        is never right); None without a true count."""
+        return None if self.true_count is None else self.classes.index(self.true_count) == self.index
 
     def row(self) -> dict:
         row = {
             "id": self.id,
             "image": self.image,
-            "predicted_count": self.count,
+            "predicted_count": self.count,  # empty for "more than K" ...
+            "at_least": self.at_least,  # ... which says K + 1 here
             "confidence": round(self.confidence, 6),
         }
-        row.update({f"p_{c}": round(p, 6) for c, p in self.probabilities.items()})
-        row["true_count"] = "" if self.true_count is None else self.true_count
+        row.update({f"p_{name}": round(p, 6) for name, p in self.probabilities.items()})
+        row["true_count"] = self.true_count
         return row
 
 
@@ -81,17 +165,10 @@ def predict_images(
             if not loaded:
                 continue
             probs = predictor.predict([im for _, im in loaded])
-            for (path, _), count, p in zip(loaded, predictor.counts(probs), probs):
-                results.append(
-                    Prediction(
-                        path.stem,
-                        str(path),
-                        count,
-                        float(p.max()),
-                        {c: float(q) for c, q in zip(predictor.classes, p)},
-                        truth.get(path.stem),
-                    )
-                )
+            results += [
+                Prediction.from_probabilities(path.stem, str(path), predictor.counts, p, truth.get(path.stem))
+                for (path, _), p in zip(loaded, probs, strict=True)
+            ]
     return results, skipped
 
 
@@ -119,13 +196,16 @@ def read_predictions(path: str | Path) -> list[Prediction]:
             Prediction(
                 str(r["id"]).strip(),
                 str(r["image"]),
-                int(r["predicted_count"]),
+                optional_int(r["predicted_count"]),
                 float(r["confidence"]),
-                {int(k[2:]): float(v) for k, v in r.items() if k.startswith("p_")},
-                int(r["true_count"]) if str(r.get("true_count") or "").strip() else None,
+                {k[2:]: float(v) for k, v in r.items() if k.startswith("p_")},
+                optional_int(r.get("true_count")),
+                optional_int(r.get("at_least")),  # absent in files older than the overflow class
             )
             for r in rows
         ]
+    except BincountError as e:
+        raise BincountError(f"{path}: {e}") from None
     except FileNotFoundError:
         raise BincountError(
             f"no such predictions file {path}; write one with `bincount predict ... --out FILE`"
@@ -146,16 +226,19 @@ def duplicate_ids(predictions: list[Prediction]) -> list[str]:
 
 def summarize(predictions: list[Prediction], skipped: dict[str, str], ignored: list[str] = ()) -> dict:
     labelled = [p for p in predictions if p.true_count is not None]
+    per_class = Counter((p.index, p.name) for p in predictions)
     summary = {
         "images": len(predictions),
         "skipped": len(skipped),
         "ignored": len(ignored),
         "duplicate_ids": duplicate_ids(predictions),
-        "per_count": {c: sum(p.count == c for p in predictions) for c in sorted({p.count for p in predictions})},
+        "per_count": {name: n for (_, name), n in sorted(per_class.items())},  # "6+": more than 5
     }
     if labelled:
         summary["labelled"] = len(labelled)
-        summary["accuracy"] = round(sum(p.count == p.true_count for p in labelled) / len(labelled), 4)
+        summary["accuracy"] = round(sum(p.right for p in labelled) / len(labelled), 4)
+        # bins whose true count this model has no class for (a 1-5 model shown 12 items): always wrong
+        summary["outside_model_counts"] = sum(not p.classes.covers(p.true_count) for p in labelled)
     return summary
 
 

@@ -19,7 +19,7 @@ def _predict(args: argparse.Namespace) -> int:
     )
     if not args.quiet:
         for p in predictions:
-            print(f"{p.id}\t{p.count}\t{p.confidence:.3f}")
+            print(f"{p.id}\t{p.name}\t{p.confidence:.3f}")  # "6+": more than 5
     skipped, ignored = summary.pop("skipped_images"), summary.pop("ignored_files")
     for image, reason in skipped.items():
         print(f"skipped {image}: {reason}", file=sys.stderr)
@@ -77,7 +77,9 @@ def _reconcile(args: argparse.Namespace) -> int:
         for reason, ids in calibration_problems.notes.items():
             problems.note(f"calibration: {reason}", ids)
         if record_model:
-            threshold = choose_record_threshold(record_model, calibration, args.target_precision, args.z)
+            threshold = choose_record_threshold(
+                record_model, calibration, args.target_precision, args.z, args.accept_overflow
+            )
         else:
             threshold = calibrate(calibration, args.target_precision, args.z)
     else:
@@ -91,12 +93,14 @@ def _reconcile(args: argparse.Namespace) -> int:
         {i: e for i, e in expected.items() if i not in undecidable},
         threshold.threshold,
         record_model,
+        args.accept_overflow,
     )
     photographed = {p.id for p in predictions} | set(problems.errors.get(CONFLICTING_PREDICTIONS, []))
     decisions = add_undecided(decisions, unmatched, problems, photographed, expected)
     out = write_decisions(decisions, Path(args.out))
     summary = summarize(decisions, threshold, unmatched, problems)
     summary["decisions"] = str(out)
+    summary["accept_overflow"] = args.accept_overflow
     if args.summary:
         Path(args.summary).write_text(json.dumps(summary, indent=2))
     to_check = [d for d in decisions if d.decision != MATCH]
@@ -111,7 +115,7 @@ def _reconcile(args: argparse.Namespace) -> int:
             print(f"  {d.bin_id}\t{d.decision}\t{d.problem}")
             continue
         print(
-            f"  {d.bin_id}\t{d.decision}\texpected {d.expected_count}, predicted {d.predicted_count} "
+            f"  {d.bin_id}\t{d.decision}\texpected {d.expected_count}, predicted {d.predicted or '-'} "
             f"({d.confidence:.2f})\t{d.reason}\t{d.sku_names[:60]}"
         )
     if len(to_check) > args.show:
@@ -154,7 +158,7 @@ def _serve(args: argparse.Namespace) -> int:
         int(args.max_body_mb * 1024 * 1024),
     )
     print(
-        f"serving {args.model} ({model.backend}, counts {model.classes}) on {server.url}: "
+        f"serving {args.model} ({model.backend}, counts {model.counts}) on {server.url}: "
         "GET /ping, POST /invocations; Ctrl-C stops",
         flush=True,
     )
@@ -266,6 +270,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=float,
         default=1.645,
         help="its Wilson lower bound at this z must reach the target (0: the plain proportion)",
+    )
+    p.add_argument(
+        "--accept-overflow",
+        action="store_true",
+        help='auto-verify a bin whose photo says "more than K" (confidently) and whose record is above K; '
+        'without it such a bin goes to a person ("too many to count")',
     )
     p.add_argument("--out", default="decisions.csv")
     p.add_argument("--summary", help="also write the summary JSON here")

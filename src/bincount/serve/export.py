@@ -3,9 +3,11 @@ endpoint never unpickles), an ONNX graph checked against PyTorch, and the SageMa
 
 ``bincount export RUN/checkpoints/best.ckpt --out model/ --onnx --sagemaker`` writes::
 
-    model/bincount.json        backbone, classes, image_size: what a predictor needs to rebuild the model
+    model/bincount.json        backbone, classes, overflow, image_size: what a predictor needs to rebuild
+                               the model (``overflow``: whether it has the "more than K" class)
     model/model.safetensors    the backbone's weights
-    model/model.onnx           the same network for ONNX Runtime (--onnx), with parity.json
+    model/model.onnx           the same network for ONNX Runtime (--onnx): one logit per class, so K + 2 with
+                               counts 0..K and the overflow class; with parity.json
     model/model.tar.gz         all of the above + code/ (handler, bincount package) for SageMaker (--sagemaker)
 """
 
@@ -53,6 +55,7 @@ def parity(reference: TorchPredictor, candidate: OnnxPredictor, batch: torch.Ten
     same = a.argmax(1) == b.argmax(1)
     return {
         "images": int(batch.shape[0]),
+        "classes": reference.counts.names,
         "max_abs_logit_diff": float(np.abs(a - b).max()),
         "same_counts": bool(same.all()),
         "count_disagreements": int((~same).sum()),

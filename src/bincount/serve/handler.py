@@ -3,7 +3,9 @@ functions, ``model_fn``, ``input_fn``, ``predict_fn``, ``output_fn``.
 
 Requests: a single image (``image/jpeg``, ``image/png``, ``application/x-image``), or JSON
 ``{"image": "<base64>"}`` / ``{"images": ["<base64>", ...]}``. Response: JSON
-``{"predictions": [{"count": 3, "confidence": 0.81, "probabilities": {"1": 0.01, ...}}, ...]}``.
+``{"predictions": [{"count": 3, "confidence": 0.81, "probabilities": {"1": 0.01, ...}}, ...]}``; a model
+with the overflow class answers ``{"at_least": 6, ...}`` (no ``count``) for "more than 5", and keys its
+probabilities by class name (``"0"``, ..., ``"5"``, ``"6+"``).
 Bad input raises ``RequestError`` with a 4xx status; inside SageMaker's container it derives from the
 inference toolkit's own error, so the endpoint answers with that status too.
 
@@ -20,6 +22,9 @@ import io
 import json
 import os
 
+import numpy as np
+
+from bincount.counts import CountClasses
 from bincount.data.images import ImageError, ImageTooLarge, image_size
 from bincount.serve.predictor import Predictor, load_predictor
 
@@ -137,14 +142,20 @@ def predict_fn(input_data: list[bytes], model: Predictor) -> list[dict]:
         except ImageError as e:  # truncated or corrupt pixel data, or a mode without a faithful RGB
             raise RequestError(400, f"image {i} cannot be used: {e}") from None
     probabilities = model.predict(images)
-    return [
-        {
-            "count": count,
-            "confidence": round(float(p.max()), 6),
-            "probabilities": {str(c): round(float(q), 6) for c, q in zip(model.classes, p)},
-        }
-        for count, p in zip(model.counts(probabilities), probabilities)
-    ]
+    return [answer(model.counts, p) for p in probabilities]
+
+
+def answer(counts: CountClasses, probabilities: np.ndarray) -> dict:
+    """One image's answer: ``count`` (or ``at_least`` for the overflow class), the confidence, and the
+    probability of every class keyed by its name (``"1"``, ..., ``"6+"``)."""
+    if len(probabilities) != counts.num_classes:
+        raise ValueError(f"{len(probabilities)} probabilities for the {counts.num_classes} classes {counts}")
+    index = int(np.argmax(probabilities))
+    return {
+        **counts.describe(index),
+        "confidence": round(float(probabilities[index]), 6),
+        "probabilities": {name: round(float(q), 6) for name, q in zip(counts.names, probabilities)},
+    }
 
 
 def output_fn(prediction: list[dict], accept: str | None) -> tuple[str, str]:

@@ -2,7 +2,9 @@
 
 ``load_predictor(path, backend)`` takes a Lightning checkpoint, an exported model folder (see
 ``bincount.serve.export``) or an ``.onnx`` file, and returns an object whose ``predict(images)``
-gives class probabilities. Preprocessing is the evaluation transform of training, so a served
+gives class probabilities, one column per class of ``counts`` (a ``CountClasses``: the exact counts,
+then "more than K" when the model has that class), and ``describe(probabilities)`` the answers
+(``{"count": c}`` or ``{"at_least": K + 1}``). Preprocessing is the evaluation transform of training, so a served
 model sees exactly what ``eval.py`` showed it. Weights load with ``weights_only=True`` or from
 safetensors: nothing is unpickled.
 """
@@ -48,9 +50,12 @@ class Predictor(ABC):
     backend = ""
 
     def __init__(self, hparams: dict):
-        self.hparams = {k: hparams[k] for k in SERVED_HPARAMS if k in hparams}
-        self.classes = [int(c) for c in hparams["classes"]]
+        # the answer set: exact counts, plus "more than K" when the model has the overflow class
+        # (a checkpoint or an export older than that class has no ``overflow``: exact counts only)
         self.counts = CountClasses.from_hparams(hparams)
+        served = {**hparams, **self.counts.hparams()}  # ``overflow`` written out, older files included
+        self.hparams = {k: served[k] for k in SERVED_HPARAMS if k in served}
+        self.classes = list(self.counts.exact)  # the exact counts; ``counts.names`` names every class
         self.image_size = int(hparams["image_size"])
         # test-time views and the calibration temperature, as evaluation applied them
         self.tta = check_tta(hparams.get("tta", "none"))
@@ -90,8 +95,14 @@ class Predictor(ABC):
         """Probabilities, shape (images, classes), for PIL images, preprocessed tensors or a batch tensor."""
         return softmax(self.logits(images))
 
-    def counts(self, probabilities: np.ndarray) -> list[int]:
-        return [self.classes[i] for i in probabilities.argmax(1)]
+    def indices(self, probabilities: np.ndarray) -> list[int]:
+        """The predicted class of each image, an index into ``counts.names``."""
+        return [int(i) for i in probabilities.argmax(1)]
+
+    def describe(self, probabilities: np.ndarray) -> list[dict[str, int]]:
+        """Each image's answer as users see it: ``{"count": c}``, or ``{"at_least": K + 1}`` for the
+        overflow class (``CountClasses.describe``): never a number the model did not mean."""
+        return [self.counts.describe(i) for i in self.indices(probabilities)]
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -115,7 +126,8 @@ class TorchPredictor(Predictor):
             self.model.load_state_dict(state_dict, strict=True)
         except RuntimeError as e:
             raise BincountError(
-                f"the weights do not fit a {hparams['backbone']} with {len(self.classes)} classes "
+                f"the weights do not fit a {hparams['backbone']} with {self.counts.num_classes} classes "
+                f"({self.counts}) "
                 f"({str(e).splitlines()[0][:160]}); is the model file from another run?"
             ) from None
         self.model.eval()
@@ -141,6 +153,12 @@ class OnnxPredictor(Predictor):
         options.intra_op_num_threads = threads  # 0: one per core, as torch does
         self.session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
+        outputs = self.session.get_outputs()[0].shape[-1]
+        if outputs != self.counts.num_classes:  # e.g. a 7-class graph beside an older 5-class bincount.json
+            raise BincountError(
+                f"{onnx_path} has {outputs} outputs but its {HPARAMS_NAME} describes {self.counts.num_classes} "
+                f"classes ({self.counts}); export the model again with `bincount export CKPT --onnx`"
+            )
 
     def _logits(self, x: torch.Tensor) -> np.ndarray:
         return self.session.run(None, {self.input_name: x.numpy()})[0]

@@ -91,7 +91,16 @@ class _RequestHandler(BaseHTTPRequestHandler):
     def do_GET(self):
         if self.path == "/ping":
             model = self.server.model
-            self._send(200, {"status": "healthy", "backend": model.backend, "classes": model.classes})
+            self._send(
+                200,
+                {
+                    "status": "healthy",
+                    "backend": model.backend,
+                    "classes": model.classes,  # the exact counts
+                    "overflow": model.counts.overflow,  # whether it also answers "more than K"
+                    "names": model.counts.names,  # every class, as the probabilities are keyed
+                },
+            )
         elif self.path == "/execution-parameters":  # asked by SageMaker batch transform
             self._send(
                 200,
