@@ -284,3 +284,35 @@ def test_quality_benchmark_runs_in_smoke_mode(abid, tmp_path):
     for rule in ("record_aware", "photo_only"):
         assert 0 <= runs[0]["reconcile"][rule]["auto_verified_share"] <= 1
     assert "| quickstart | 1,2 |" in proc.stdout
+
+
+# -- the ordinal option -------------------------------------------------------------------------------
+def test_soft_ordinal_targets_peak_at_the_truth_and_fall_away_with_distance():
+    from bincount.model.losses import soft_ordinal_targets
+
+    positions = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])  # 1-5 and "6+" standing for 6
+    t = soft_ordinal_targets(torch.tensor([0, 2, 5]), positions, 1.0)
+    assert torch.allclose(t.sum(1), torch.ones(3))
+    assert t.argmax(1).tolist() == [0, 2, 5]
+    row = t[1]  # truth 3: symmetric, strictly falling away from it
+    assert torch.isclose(row[1], row[3]) and row[2] > row[1] > row[0] > row[5]
+
+
+def test_the_ordinal_loss_costs_a_near_miss_less_than_a_far_one():
+    from bincount.model.losses import count_loss
+
+    positions = torch.arange(1.0, 6.0)
+    near, far = torch.full((1, 5), -4.0), torch.full((1, 5), -4.0)
+    near[0, 3], far[0, 0] = 4.0, 4.0  # truth 5 (class 4): guessing 4 vs guessing 1
+    y = torch.tensor([4])
+    assert count_loss(near, y, positions, ordinal_scale=1.0) < count_loss(far, y, positions, ordinal_scale=1.0)
+    # plain cross-entropy cannot tell them apart
+    assert torch.isclose(count_loss(near, y, positions), count_loss(far, y, positions))
+
+
+def test_a_run_with_soft_ordinal_labels_trains_and_records_the_setting(small_abid, tmp_path):
+    cfg = compose_cfg("train", [*TINY, f"data.root={small_abid}", "model.ordinal_scale=1.0"], tmp_path)
+    train(cfg)
+    ckpt = torch.load(tmp_path / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["hyper_parameters"]["ordinal_scale"] == 1.0
+    assert math.isfinite(json.loads((tmp_path / "metrics.json").read_text())["test/acc"])

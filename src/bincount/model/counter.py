@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from bincount.counts import CountClasses
 from bincount.errors import BincountError
+from bincount.model.losses import count_loss
 from bincount.model.metrics import CountMetrics
 from bincount.model.views import (
     averaged_logits,
@@ -102,6 +103,7 @@ class CountingModel(L.LightningModule):
         image_size: int = 224,
         drop_rate: float = 0.0,
         label_smoothing: float = 0.0,
+        ordinal_scale: float = 0.0,
         count_loss_weight: float = 0.0,
         channels_last: bool = False,
         compile: bool = False,
@@ -173,7 +175,11 @@ class CountingModel(L.LightningModule):
         logits = self.evaluation_logits(x) if stage == "test" or self.collecting else self(x)
         if self.collecting:
             self._collected.append((logits.detach().float(), y.detach()))
-        loss = F.cross_entropy(logits, y, label_smoothing=self.hparams.label_smoothing if stage == "train" else 0.0)
+        if stage == "train":
+            smoothing, ordinal = self.hparams.label_smoothing, self.hparams.get("ordinal_scale", 0.0)
+            loss = count_loss(logits, y, self.count_values, smoothing, ordinal)
+        else:  # evaluation losses stay plain cross-entropy, comparable between recipes
+            loss = F.cross_entropy(logits, y)
         if self.hparams.count_loss_weight:
             # Counts are ordered: also penalise how far the expected count is from the truth, so
             # guessing 4 for a bin of 5 costs less than guessing 1.
