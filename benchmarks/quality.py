@@ -137,7 +137,9 @@ def spread_of(values: list[float]) -> dict:
 
 def aggregate(runs: list[dict]) -> dict:
     summary = {k: spread_of([r["metrics"].get(k) for r in runs]) for k in FIGURES}
-    counts = sorted({c for r in runs for c in r["metrics"]["test/acc_per_class"]}, key=int)
+    counts = sorted(
+        {c for r in runs for c in r["metrics"]["test/acc_per_class"]}, key=lambda c: int(str(c).rstrip("+"))
+    )
     summary["test/acc_per_class"] = {
         c: spread_of([r["metrics"]["test/acc_per_class"].get(c) for r in runs]) for c in counts
     }
