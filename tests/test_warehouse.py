@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from bincount.config import check_config
 from bincount.counts import CountClasses
@@ -214,14 +215,22 @@ def test_warehouse_experiments_compose_on_the_two_shared_folders(experiment, abi
     assert list(cfg.data.classes) == [0, 1, 2, 3, 4, 5] and cfg.data.overflow and cfg.model.overflow
     model = instantiate(cfg.model)
     assert model.counts == WAREHOUSE and model.model.get_classifier().out_features == 7
-    if experiment == "warehouse":  # the 2-core CPU recipe: the quick start's, on 1.5x its images
-        assert (cfg.model.backbone, cfg.data.image_size, cfg.data.in_memory, cfg.trainer.accelerator) == (
-            "resnet18",
-            96,
-            True,
-            "cpu",
+    if experiment == "warehouse":  # the 2-core CPU recipe: the quick start's, seeing no more images in all
+        quick = compose_cfg("train", ["experiment=quickstart"], tmp_path)
+        recipe = (
+            "model.backbone",
+            "model.tta",
+            "model.label_smoothing",
+            "model.optimizer",
+            "model.scheduler._target_",
+            "data.image_size",
+            "data.batch_size",
+            "data.in_memory",
+            "trainer.accelerator",
         )
-        assert cfg.trainer.max_epochs == 5 and cfg.model.tta == "flips"
+        assert {k: OmegaConf.select(cfg, k) for k in recipe} == {k: OmegaConf.select(quick, k) for k in recipe}
+        # ~1.5x the quick start's training images (empty and 6+ bins added): at most 1/1.5 of its epochs
+        assert cfg.trainer.max_epochs * 1.5 <= quick.trainer.max_epochs
     else:
         assert (cfg.model.backbone, cfg.data.image_size, cfg.trainer.accelerator) == ("resnet50", 224, "auto")
     other = compose_cfg("train", [f"experiment={experiment}", "data.root=[/a,/b]"], tmp_path)
