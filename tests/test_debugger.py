@@ -133,6 +133,22 @@ def test_the_quickstart_recipe_raises_no_false_alarm():
     assert "2 of 62 layers" in any_layer.check_tensors(120, "gradients", stats, {})
 
 
+def test_a_whole_quickstart_run_raises_no_stall_but_a_real_stall_does():
+    """The training losses of a whole 24-epoch quick-start run (tests/data/): flat for 200 steps mid-run at a
+    high learning rate, then falling again. 50-step windows called that a stall at step 1149; the shipped
+    windows stay silent on every step, and still fire once the same run stops learning for good."""
+    record = json.loads((Path(__file__).parent / "data" / "quickstart24_train_loss.json").read_text())
+    losses = record["train_loss"]
+    rule = next(r for r in build_rules(shipped_rules()) if r.name == "loss_not_decreasing")
+    assert not any(rule.check_train_loss(i, losses[:i]) for i in range(1, len(losses) + 1))
+    fifty = LossNotDecreasing(num_steps=50, diff_percent=0.1, patience=4)
+    assert next(i for i in range(1, len(losses) + 1) if fifty.check_train_loss(i, losses[:i])) == 1150
+    # the run stalls after step 1000: its loss stays at that window's level (noise included) from then on
+    stalled = losses[:1000] + losses[900:1000] * 10
+    fires = [i for i in range(1, len(stalled) + 1) if rule.check_train_loss(i, stalled[:i])]
+    assert fires and 1000 < fires[0] <= 1000 + 5 * rule.num_steps
+
+
 def test_a_healthy_run_warns_of_nothing(boxes, tmp_path, caplog):
     """A short run that learns, every rule on as shipped: the gradient, loss and initialisation rules stay
     silent. (overfit is left out here: on 160 synthetic images the validation loss runs more than 10 % above
