@@ -23,6 +23,8 @@ from bincount.model.counter import CountingModel
 from bincount.reports.plots import plot_confusion, plot_reliability
 
 log = logging.getLogger(__name__)
+# Lightning's own loader code calls torch's LeafSpec, which torch 2.14 deprecates: not ours to fix, nothing wrong
+warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
 
 
 def _instantiate_group(group: DictConfig | None) -> list:
