@@ -90,6 +90,8 @@ def test_the_resume_command_goes_on_in_the_run_folder(dev224, tmp_path):
             [sys.executable, "train.py", *options, *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600
         )
         assert r.returncode == 0, r.stderr[-3000:]
+        # each of Lightning's lines once: Hydra's root handlers print it, Lightning's own console handler not again
+        assert (r.stdout + r.stderr).count("`Trainer.fit` stopped") == 1
 
     python_train("trainer.max_epochs=1", f"hydra.run.dir={run}", "test=false")
     python_train("trainer.max_epochs=2", f"ckpt_path={run}/checkpoints/last.ckpt")

@@ -27,6 +27,17 @@ log = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
 
 
+def _one_console_for_lightning() -> None:
+    """Lightning gives its ``lightning`` logger a console handler of its own; where the root logger has handlers
+    (a Hydra app's: the console and the run's log file) each of Lightning's lines would print twice: root's do."""
+    if not logging.getLogger().handlers:
+        return
+    own = logging.getLogger("lightning")
+    for handler in own.handlers[:]:
+        if type(handler) is logging.StreamHandler:
+            own.removeHandler(handler)
+
+
 def _instantiate_group(group: DictConfig | None) -> list:
     """Instantiate every ``_target_`` entry of a config group such as callbacks or logger."""
     if not group:
@@ -109,6 +120,7 @@ def train(cfg: DictConfig) -> float | None:
     conf/hydra/default.yaml). Returns the value of ``cfg.optimized_metric`` at the best checkpoint (for sweeps).
     """
     started = time.time()
+    _one_console_for_lightning()
     check_config(cfg)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
@@ -208,6 +220,7 @@ def evaluate(cfg: DictConfig) -> dict:
     training are reproduced. On any other split, bins the checkpoint trained or validated on (same id) are
     left out unless ``exclude_training_ids=false``: metrics.json says how many
     (``excluded_overlap_with_training``) and how many evaluated bins still overlap (``overlap_with_training``)."""
+    _one_console_for_lightning()
     check_config(cfg)
     ckpt = Path(cfg.ckpt_path)
     state = load_checkpoint(ckpt, "ckpt_path")  # refuses, in one line, a file that would unpickle objects
