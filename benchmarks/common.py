@@ -9,9 +9,12 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import lightning as L
 import torch
+
+from bincount.config import cpu_bf16
 
 
 @dataclass
@@ -135,9 +138,22 @@ class StepClock(L.Callback):
         }
 
 
+def cpu_model() -> str | None:
+    """The CPU's model name (Linux), e.g. "Intel(R) Xeon(R) Processor"."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    names = [line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")]
+    return names[0] if names else None
+
+
 def machine() -> dict:
     info = {
         "cpu": platform.processor() or platform.machine(),
+        "cpu_model": cpu_model(),
+        # bf16 autocast (the CPU recipes' precision where this is true) is 1.5x faster than fp32 with it
+        "cpu_bf16": cpu_bf16(),
         "cores": len(os.sched_getaffinity(0)),
         "python": platform.python_version(),
         "torch": torch.__version__,

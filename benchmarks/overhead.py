@@ -1,6 +1,7 @@
 """Framework overhead: training steps/s of the LightningModule under the Trainer versus a plain
 PyTorch loop doing the same work (forward, loss, the same metric update, backward, optimizer step)
-with the same model, batch and data: batches already in memory, so only the frameworks differ."""
+with the same model, batch and data: batches already in memory, so only the frameworks differ.
+And the CPU recipes' precision: the same Trainer steps in fp32 and in bf16 autocast."""
 
 from __future__ import annotations
 
@@ -12,14 +13,16 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.common import Batches, Row, StepClock, interleaved, median
+from bincount.config import cpu_bf16
 from bincount.model.counter import CountingModel
 
 
-def lightning_steps(model: CountingModel, data: Batches, steps: int, warmup: int) -> float:
+def lightning_steps(model: CountingModel, data: Batches, steps: int, warmup: int, precision: str = "32-true") -> float:
     clock = StepClock(warmup)
     trainer = L.Trainer(
         accelerator="cpu",
         devices=1,
+        precision=precision,
         max_steps=steps,
         limit_val_batches=0,
         num_sanity_val_steps=0,
@@ -59,7 +62,8 @@ def plain_steps(model: CountingModel, data: Batches, steps: int, warmup: int) ->
 
 
 def run(smoke: bool) -> list[Row]:
-    """The quickstart recipe's model and batch (ResNet-18, 96 px, 32 images, AdamW)."""
+    """The first quick start's model and batch (ResNet-18, 96 px, 32 images, AdamW), and today's (ResNet-10-T)
+    in fp32 and bf16 autocast."""
     torch.manual_seed(0)
     backbone, size, batch, steps, warmup, rounds = (
         ("resnet10t", 32, 8, 6, 2, 1) if smoke else ("resnet18", 96, 32, 25, 5, 4)
@@ -84,7 +88,7 @@ def run(smoke: bool) -> list[Row]:
         "warmup_steps": warmup,
         "step_seconds": times,
     }
-    return [
+    return [precision_row(smoke)] + [
         Row(
             "trainer overhead",
             "train images/s",
@@ -96,3 +100,32 @@ def run(smoke: bool) -> list[Row]:
             details,
         )
     ]
+
+
+def precision_row(smoke: bool) -> Row:
+    """The quick start's model and batch (ResNet-10-T, 96 px, 32 images) under the Trainer, fp32 against bf16
+    autocast: what ``${bincount.auto_precision:cpu}`` picks where the CPU has bf16 instructions."""
+    torch.manual_seed(0)
+    size, batch, steps, warmup, rounds = (32, 8, 6, 2, 1) if smoke else (96, 32, 25, 5, 4)
+    optimizer = lambda params: torch.optim.AdamW(params, lr=2e-3, weight_decay=0.05)  # noqa: E731
+    model = CountingModel("resnet10t", image_size=size, label_smoothing=0.1, optimizer=optimizer)
+    data = Batches([(torch.randn(batch, 3, size, size), torch.randint(0, 5, (batch,))) for _ in range(steps)])
+    times = interleaved(
+        {
+            precision: lambda precision=precision: lightning_steps(copy.deepcopy(model), data, steps, warmup, precision)
+            for precision in ("32-true", "bf16-mixed")
+        },
+        rounds,
+    )
+    fp32, bf16 = (batch / median(times[p]) for p in ("32-true", "bf16-mixed"))
+    details = {"backbone": "resnet10t", "image_size": size, "batch_size": batch, "cpu_bf16": cpu_bf16()}
+    return Row(
+        "CPU precision, quick start's model",
+        "train images/s",
+        "fp32",
+        fp32,
+        "bf16 autocast",
+        bf16,
+        [],
+        {**details, "steps_per_round": steps, "warmup_steps": warmup, "step_seconds": times},
+    )
