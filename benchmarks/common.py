@@ -152,7 +152,7 @@ def machine() -> dict:
     info = {
         "cpu": platform.processor() or platform.machine(),
         "cpu_model": cpu_model(),
-        # bf16 autocast (the CPU recipes' precision where this is true) is 1.5x faster than fp32 with it
+        # with it, bf16 autocast (trainer.precision=bf16-mixed; auto_precision's pick) trains 1.5x faster than fp32
         "cpu_bf16": cpu_bf16(),
         "cores": len(os.sched_getaffinity(0)),
         "python": platform.python_version(),

@@ -1,7 +1,7 @@
 """Framework overhead: training steps/s of the LightningModule under the Trainer versus a plain
 PyTorch loop doing the same work (forward, loss, the same metric update, backward, optimizer step)
 with the same model, batch and data: batches already in memory, so only the frameworks differ.
-And the CPU recipes' precision: the same Trainer steps in fp32 and in bf16 autocast."""
+And precision on the CPU: the same Trainer steps in fp32 and in bf16 autocast."""
 
 from __future__ import annotations
 
