@@ -20,7 +20,7 @@ from bincount.cli import main as bincount
 from bincount.data.dataset import BinImageDataset
 from bincount.data.records import read_abid
 from bincount.data.transforms import eval_transform
-from bincount.model.network import build_backbone
+from bincount.model.counter import build_backbone
 from bincount.monitor.rules import (
     LossNotDecreasing,
     PoorWeightInitialization,

@@ -4,9 +4,8 @@ import torch
 from safetensors.torch import save_file
 
 from bincount.errors import BincountError
-from bincount.model.counter import CountingModel
+from bincount.model.counter import CountingModel, build_backbone
 from bincount.model.metrics import CountMetrics
-from bincount.model.network import build_backbone
 
 
 def test_head_is_sized_to_the_classes():

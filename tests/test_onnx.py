@@ -55,7 +55,6 @@ def test_export_writes_a_self_describing_folder(counter_ckpt, tmp_path, real_ima
     ckpt_hparams = torch.load(counter_ckpt, map_location="cpu", weights_only=True)["hyper_parameters"]
     assert hparams == {
         "backbone": "resnet10t",
-        "members": 1,
         "classes": [1, 2, 3, 4, 5],
         "overflow": False,
         "image_size": 32,

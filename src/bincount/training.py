@@ -20,7 +20,6 @@ from bincount.errors import BincountError
 from bincount.layout import CONFUSION, MANIFEST, METRICS, RELIABILITY, manifest_of_checkpoint, run_of_checkpoint
 from bincount.model.checkpoint import load_checkpoint
 from bincount.model.counter import CountingModel
-from bincount.model.network import network_name
 from bincount.reports.plots import plot_confusion, plot_reliability
 
 log = logging.getLogger(__name__)
@@ -59,12 +58,9 @@ def _write_results(results: dict, out: Path, title: str) -> None:
     )
     exact = results.get("test/exact_bins", results["test/images"])
     log.info(
-        "test: acc %.3f%s, rmse %.3f, mae %.3f%s, ECE %.3f (%.3f before calibration) (n=%d, majority-class "
+        "test: acc %.3f, rmse %.3f, mae %.3f%s, ECE %.3f (%.3f before calibration) (n=%d, majority-class "
         "rate %.3f)%s -> %s",
         results["test/acc"],
-        f" (its members alone: {', '.join(f'{a:.3f}' for a in results['test/acc_members'])})"
-        if "test/acc_members" in results
-        else "",
         results["test/rmse"],
         results["test/mae"],
         f" (over the {exact} bins with exact true and predicted counts)" if exact != results["test/images"] else "",
@@ -164,7 +160,7 @@ def train(cfg: DictConfig) -> float | None:
             }
         )
         if "test/confusion" in results:
-            _write_results(results, out, f"{network_name(cfg.model.backbone, cfg.model.get('members', 1))} test")
+            _write_results(results, out, f"{cfg.model.backbone} test")
         else:
             (out / METRICS).write_text(json.dumps(results, indent=2))
     if score is not None:
@@ -274,6 +270,5 @@ def evaluate(cfg: DictConfig) -> dict:
                 results["test/images"],
             )
     if trainer.is_global_zero:
-        name = network_name(model.hparams.backbone, model.hparams.get("members", 1))
-        _write_results(results, out, f"{name} on {_folder_names(cfg.data.root)}")
+        _write_results(results, out, f"{model.hparams.backbone} on {_folder_names(cfg.data.root)}")
     return results

@@ -1,18 +1,20 @@
-"""The counting model: a timm backbone (or an ensemble of them) with one logit per count class."""
+"""The counting model: a timm backbone with a head of one logit per count class."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import lightning as L
+import timm
 import torch
 import torch.nn.functional as F
 
 from bincount.counts import CountClasses
+from bincount.errors import BincountError
 from bincount.model.losses import count_loss
 from bincount.model.metrics import CountMetrics
-from bincount.model.network import Ensemble, build_network, load_weights, members_of
 from bincount.model.views import (
     averaged_logits,
     check_tta,
@@ -34,11 +36,66 @@ def metric_name(class_name: str) -> str:
     return class_name.replace("+", "plus")
 
 
+def build_backbone(
+    backbone: str, num_classes: int, pretrained: bool = False, drop_rate: float = 0.0
+) -> torch.nn.Module:
+    if not timm.is_model(backbone):
+        raise BincountError(f"model.backbone: timm has no model {backbone!r} (see timm.list_models())")
+    try:
+        return timm.create_model(backbone, pretrained=pretrained, num_classes=num_classes, drop_rate=drop_rate)
+    except Exception as e:  # hub errors come in many types: offline, proxy, missing file
+        if not pretrained:
+            raise
+        raise BincountError(
+            f"model.pretrained=true could not fetch timm's ImageNet weights for {backbone} ({type(e).__name__}: "
+            f"{str(e).splitlines()[0][:160]}); this needs internet. Offline, pass model.weights=PATH "
+            "(a local .safetensors or .pth state dict) or model.pretrained=false"
+        ) from None
+
+
+def load_weights(model: torch.nn.Module, path: str | Path) -> dict[str, list[str]]:
+    """Load a local weights file into ``model``: a safetensors file, a plain state dict or a Lightning
+    checkpoint, never unpickling arbitrary objects. Tensors whose shape does not fit (a classifier
+    head for another number of classes) are left at their initial values and reported."""
+    path = Path(path)
+    if not path.is_file():
+        raise BincountError(f"model.weights: no such file {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise BincountError(f"model.weights: {path} is not a loadable weights file ({type(e).__name__})") from None
+        if "state_dict" in state:  # a Lightning checkpoint of this module
+            state = {k.removeprefix("model."): v for k, v in state["state_dict"].items()}
+    own = model.state_dict()
+    fitting = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    result = model.load_state_dict(fitting, strict=False)
+    report = {
+        "loaded": sorted(fitting),
+        "missing": sorted(result.missing_keys),
+        "skipped_shape": sorted(k for k in state if k in own and k not in fitting),
+        "unexpected": sorted(k for k in state if k not in own),
+    }
+    if not fitting:
+        raise BincountError(f"model.weights: no tensor of {path} fits this backbone; is it the right model?")
+    log.info(
+        "weights %s: %d tensors loaded, %d left initial (%s)",
+        path,
+        len(fitting),
+        len(report["missing"]),
+        ", ".join(report["missing"][:4]),
+    )
+    return report
+
+
 class CountingModel(L.LightningModule):
     def __init__(
         self,
         backbone: str = "resnet50",
-        members: int = 1,
         classes: Sequence[int] = (1, 2, 3, 4, 5),
         overflow: bool = False,
         pretrained: bool = False,
@@ -63,10 +120,9 @@ class CountingModel(L.LightningModule):
         self.classes = classes
         # the answer set: exact counts, plus "more than K" when overflow is on
         self.counts = CountClasses(classes, overflow)
-        self.model = build_network(backbone, self.counts.num_classes, members, pretrained and not weights, drop_rate)
-        if weights:  # every member starts from the file (their heads differ when the file has none that fits)
-            for network in members_of(self.model):
-                load_weights(network, weights)
+        self.model = build_backbone(backbone, self.counts.num_classes, pretrained and not weights, drop_rate)
+        if weights:
+            load_weights(self.model, weights)
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         # the count each class stands for, for the ordinal loss term: the overflow class stands for K + 1,
@@ -93,14 +149,6 @@ class CountingModel(L.LightningModule):
             x = x.contiguous(memory_format=torch.channels_last)
         return self.model(x)
 
-    def member_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Each member's logits, K x batch x classes (1 x ... for a single network)."""
-        if not isinstance(self.model, Ensemble):
-            return self(x).unsqueeze(0)
-        if self.hparams.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return self.model.member_logits(x)
-
     @property
     def temperature(self) -> float:
         return float(self.hparams.temperature)
@@ -120,7 +168,13 @@ class CountingModel(L.LightningModule):
         """The count of each row's top class; the overflow class gives K + 1, the least it stands for."""
         return self.count_values.to(logits.device)[logits.argmax(1)].long()
 
-    def _loss(self, logits: torch.Tensor, y: torch.Tensor, stage: str) -> torch.Tensor:
+    def _step(self, batch, stage: str) -> torch.Tensor:
+        x, y = batch
+        # Validation while fitting sees one view (it only ranks checkpoints); testing and calibration
+        # see what is served: every test-time view.
+        logits = self.evaluation_logits(x) if stage == "test" or self.collecting else self(x)
+        if self.collecting:
+            self._collected.append((logits.detach().float(), y.detach()))
         if stage == "train":
             smoothing, ordinal = self.hparams.label_smoothing, self.hparams.get("ordinal_scale", 0.0)
             loss = count_loss(logits, y, self.count_values, smoothing, ordinal)
@@ -131,29 +185,6 @@ class CountingModel(L.LightningModule):
             # guessing 4 for a bin of 5 costs less than guessing 1.
             expected = logits.float().softmax(1) @ self.count_values
             loss = loss + self.hparams.count_loss_weight * F.smooth_l1_loss(expected, self.count_values[y])
-        return loss
-
-    def _step(self, batch, stage: str) -> torch.Tensor:
-        x, y = batch
-        ensemble = isinstance(self.model, Ensemble)
-        if stage == "train" and ensemble:
-            # each member learns on its own loss (a loss on the mean would train one wide network instead)
-            members = self.member_logits(x)
-            loss = torch.stack([self._loss(m, y, stage) for m in members]).mean()
-            logits = members.mean(0)
-        elif stage == "test" and ensemble:
-            # every test-time view, each member apart: the members' own accuracies say what the ensemble adds
-            members = averaged_logits(self.member_logits, x, self.hparams.tta)
-            self._member_hits += (members.argmax(2) == y).sum(1)
-            logits = members.mean(0)
-            loss = self._loss(logits, y, stage)
-        else:
-            # Validation while fitting sees one view (it only ranks checkpoints); testing and calibration
-            # see what is served: every test-time view.
-            logits = self.evaluation_logits(x) if stage == "test" or self.collecting else self(x)
-            loss = self._loss(logits, y, stage)
-        if self.collecting:
-            self._collected.append((logits.detach().float(), y.detach()))
         self.metrics[f"{stage}_split"].update(logits.argmax(1), y)
         self.log(
             f"{stage}/loss",
@@ -241,7 +272,6 @@ class CountingModel(L.LightningModule):
 
     def on_test_epoch_start(self):
         self.collecting = True
-        self._member_hits = torch.zeros(len(members_of(self.model)), dtype=torch.long, device=self.device)
 
     def on_test_epoch_end(self):
         v = self._epoch_end("test")
@@ -261,7 +291,6 @@ class CountingModel(L.LightningModule):
             "test/confusion": confusion.tolist(),  # rows: true class, columns: predicted class (class_names)
             "test/images": int(confusion.sum().item()),
             "test/majority_rate": (confusion.sum(1).max() / confusion.sum().clamp(min=1)).item(),
-            **self._member_accuracies(int(confusion.sum().item())),
             **self.calibration_report(logits, labels, "test"),
             "classes": self.classes,
             "overflow": self.counts.overflow,
@@ -272,13 +301,6 @@ class CountingModel(L.LightningModule):
                 "test/rmse, test/mae, test/off_by_one": f"over the test/exact_bins bins whose true and predicted "
                 f"classes are both exact counts (neither is {self.counts.names[-1]})"
             }
-
-    def _member_accuracies(self, images: int) -> dict:
-        """An ensemble's members' own test accuracies, each with the test-time views (none for one network)."""
-        if not isinstance(self.model, Ensemble):
-            return {}
-        hits = self.trainer.strategy.reduce(self._member_hits, reduce_op="sum") if self.trainer else self._member_hits
-        return {"test/acc_members": [int(h) / max(images, 1) for h in hits.tolist()]}
 
     def configure_optimizers(self):
         factory = self.optimizer_factory or (lambda params: torch.optim.Adam(params, lr=1e-3))

@@ -40,7 +40,7 @@ ONNX_NAME = "model.onnx"
 OPSET = 17
 BACKENDS = ("torch", "onnx")
 # What a served model needs to rebuild itself; the rest of a checkpoint's hyper-parameters is training.
-SERVED_HPARAMS = ("backbone", "members", "classes", "overflow", "image_size", "channels_last", "tta", "temperature")
+SERVED_HPARAMS = ("backbone", "classes", "overflow", "image_size", "channels_last", "tta", "temperature")
 
 
 class Predictor(ABC):
@@ -115,22 +115,18 @@ class TorchPredictor(Predictor):
 
     def __init__(self, hparams: dict, state_dict: dict[str, torch.Tensor]):
         super().__init__(hparams)
-        import timm  # here, not at the top: the ONNX predictor does without it
-
-        from bincount.model.network import build_network, network_name
+        import timm  # timm directly, not CountingModel: an endpoint container needs no Lightning
 
         if not timm.is_model(hparams["backbone"]):
             raise BincountError(
                 f"backbone {hparams['backbone']!r} is not in this timm ({timm.__version__}); upgrade timm"
             )
-        # the network without CountingModel: an endpoint container needs no Lightning
-        members = int(hparams.get("members", 1))
-        self.model = build_network(hparams["backbone"], self.counts.num_classes, members)
+        self.model = timm.create_model(hparams["backbone"], pretrained=False, num_classes=self.counts.num_classes)
         try:
             self.model.load_state_dict(state_dict, strict=True)
         except RuntimeError as e:
             raise BincountError(
-                f"the weights do not fit {network_name(hparams['backbone'], members)} with {self.counts.num_classes} classes "
+                f"the weights do not fit a {hparams['backbone']} with {self.counts.num_classes} classes "
                 f"({self.counts}) "
                 f"({str(e).splitlines()[0][:160]}); is the model file from another run?"
             ) from None
