@@ -101,6 +101,20 @@ def test_the_resume_command_goes_on_in_the_run_folder(dev224, tmp_path):
     assert "ckpt_path" in (run / ".hydra" / "overrides.yaml").read_text()
 
 
+def test_last_ckpt_is_the_last_epoch_even_when_it_is_not_the_best(dev224, tmp_path):
+    """Best checkpoints are considered every 2 epochs here, so the third saves none: last.ckpt must still
+    hold it (Lightning 2.6's own save_last copy would stay at epoch 2, and a resume would redo the third)."""
+    folder = make_abid_slice(dev224, tmp_path / "abid", ids_by_count(dev224, 6))
+    run = tmp_path / "run"
+    _train(run, folder, "trainer.max_epochs=3", "test=false", "+callbacks.model_checkpoint.every_n_epochs=2")
+    best = torch.load(run / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
+    last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    steps_per_epoch = best["global_step"] // 2
+    assert (best["epoch"], last["epoch"]) == (1, 2)
+    assert last["global_step"] == 3 * steps_per_epoch
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+
+
 def test_a_resume_never_takes_a_new_split(dev224, tmp_path):
     """Older checkpoints (no split inside) take their run folder's manifest, or data.manifest; a
     data.manifest that disagrees with the checkpoint's split, or a data module that re-split the data,
