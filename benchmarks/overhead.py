@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.common import Batches, Row, StepClock, interleaved, median
-from bincount.config import cpu_bf16
 from bincount.model.counter import CountingModel
+from bincount.monitor.system import cpu_bf16
 
 
 def lightning_steps(model: CountingModel, data: Batches, steps: int, warmup: int, precision: str = "32-true") -> float:

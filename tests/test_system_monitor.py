@@ -105,3 +105,4 @@ def test_cost_report_on_a_real_run(monitored_run, capsys):
     assert report["seconds"] == json.loads((monitored_run / "metrics.json").read_text())["seconds"]
     assert report["saving_per_run_usd"] > 0  # a V100 instance for a CPU-sized run
     assert len(report["timing"]["epochs"]) == 2 and "waiting for data" in md
+    assert (report["machine"]["cpu_model"] or "") in md.split("Machine:")[1].splitlines()[0]  # named on Linux

@@ -10,7 +10,6 @@ import difflib
 import enum
 import inspect
 import os
-import re
 import types
 import typing
 from importlib import resources
@@ -60,20 +59,13 @@ def training_defaults() -> DictConfig:
 
 
 # -- resolvers ------------------------------------------------------------------------------------
-def cpu_bf16() -> bool:
-    """Whether this CPU multiplies bf16 natively (AMX or AVX-512 BF16; read from /proc/cpuinfo, so Linux only)."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return re.search(r"\b(amx_bf16|avx512_bf16)\b", info) is not None
-
-
 def _auto_precision(accelerator: str = "auto") -> str:
     """bf16 autocast where the device training runs on (the GPU, or the CPU for ``accelerator: cpu`` or
     without a GPU) computes bf16 natively; full fp32 elsewhere (a CPU without bf16 instructions would
     emulate it, slower than fp32)."""
     import torch
+
+    from bincount.monitor.system import cpu_bf16
 
     if accelerator != "cpu" and torch.cuda.is_available():
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "32-true"

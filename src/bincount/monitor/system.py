@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import platform
+import re
 import threading
 import time
 from pathlib import Path
@@ -120,11 +121,32 @@ def instance_type() -> str | None:
     return None
 
 
+def _cpuinfo() -> str:
+    """/proc/cpuinfo (Linux); empty elsewhere."""
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+
+
+def cpu_model() -> str | None:
+    """The CPU's model name, e.g. "Intel(R) Xeon(R) Processor" (Linux; None elsewhere)."""
+    names = [line.split(":", 1)[1].strip() for line in _cpuinfo().splitlines() if line.startswith("model name")]
+    return names[0] if names else None
+
+
+def cpu_bf16() -> bool:
+    """Whether this CPU multiplies bf16 natively (AMX or AVX-512 BF16; Linux only, False elsewhere)."""
+    return re.search(r"\b(amx_bf16|avx512_bf16)\b", _cpuinfo()) is not None
+
+
 def describe_machine(gpus: _Gpus | None = None) -> dict:
     gpus = gpus or _Gpus()
     return {
         "hostname": platform.node(),
         "platform": platform.platform(),
+        "cpu_model": cpu_model(),
+        "cpu_bf16": cpu_bf16(),
         "cpus": psutil.cpu_count(logical=True),
         "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else psutil.cpu_count(),
         "mem_total_gb": round(psutil.virtual_memory().total / GB, 2),

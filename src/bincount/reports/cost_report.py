@@ -22,7 +22,8 @@ def _fmt(v, digits=2) -> str:
 def _machine_line(m: dict) -> str:
     gpus = ", ".join(f"{g['name']} ({g['mem_total_gb']} GiB)" for g in m.get("gpus") or []) or "no GPU"
     where = m.get("instance_type") or m.get("hostname") or "unknown machine"
-    return f"{where}: {m.get('cpus', '?')} CPUs, {m.get('mem_total_gb', '?')} GiB memory, {gpus}"
+    cpu = f" ({m['cpu_model']})" if m.get("cpu_model") else ""
+    return f"{where}: {m.get('cpus', '?')} CPUs{cpu}, {m.get('mem_total_gb', '?')} GiB memory, {gpus}"
 
 
 def _time_section(report: dict) -> list[str]:
