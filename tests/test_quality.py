@@ -254,12 +254,18 @@ def test_every_recipe_runs_a_real_training_step(experiment, small_abid, tmp_path
 def test_auto_precision_asks_the_device_that_trains(tmp_path):
     """``${bincount.auto_precision:${trainer.accelerator}}``: bf16 autocast on a CPU with bf16 instructions, fp32
     on one without (it would emulate bf16, slower than fp32); a GPU recipe on a machine without a GPU asks the CPU."""
-    from bincount.config import cpu_bf16
+    from bincount.monitor.system import cpu_bf16
 
     cpu = "bf16-mixed" if cpu_bf16() else "32-true"
-    for experiment in ("resnet50", "warehouse_gpu"):
+    for experiment in ("resnet50", "warehouse_gpu", "quickstart"):
         cfg = compose_cfg("train", [f"experiment={experiment}", "trainer.accelerator=cpu"], tmp_path)
         assert cfg.trainer.precision == cpu, experiment
+    # the other CPU recipes stay fp32 (measured so); an explicit precision always wins
+    assert compose_cfg("train", ["experiment=warehouse"], tmp_path).trainer.precision == "32-true"
+    assert (
+        compose_cfg("train", ["experiment=quickstart", "trainer.precision=32-true"], tmp_path).trainer.precision
+        == "32-true"
+    )
     if not torch.cuda.is_available():
         assert compose_cfg("train", ["experiment=resnet50"], tmp_path).trainer.precision == cpu
 
