@@ -25,6 +25,8 @@ from bincount.reports.plots import plot_confusion, plot_reliability
 log = logging.getLogger(__name__)
 # Lightning's own loader code calls torch's LeafSpec, which torch 2.14 deprecates: not ours to fix, nothing wrong
 warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+# bf16 autocast (the quick start's on a CPU with AMX): Lightning's model summary only says it counts the size in fp32
+warnings.filterwarnings("ignore", message=r"Precision bf16-mixed is not supported by the model summary")
 
 
 def _one_console_for_lightning() -> None:
