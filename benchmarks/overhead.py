@@ -61,17 +61,23 @@ def plain_steps(model: CountingModel, data: Batches, steps: int, warmup: int) ->
     return median([b - a for a, b in zip(starts, starts[1:])])
 
 
+def model_and_batches(backbone: str, size: int, batch: int, steps: int) -> tuple[CountingModel, Batches]:
+    """A counter as the quick start trains it (AdamW, label smoothing) and one epoch of distinct random batches:
+    no epoch boundary (metric compute) inside the measured steps."""
+    torch.manual_seed(0)
+    optimizer = lambda params: torch.optim.AdamW(params, lr=2e-3, weight_decay=0.05)  # noqa: E731
+    model = CountingModel(backbone, image_size=size, label_smoothing=0.1, optimizer=optimizer)
+    data = Batches([(torch.randn(batch, 3, size, size), torch.randint(0, 5, (batch,))) for _ in range(steps)])
+    return model, data
+
+
 def run(smoke: bool) -> list[Row]:
     """The first quick start's model and batch (ResNet-18, 96 px, 32 images, AdamW), and today's (ResNet-10-T)
     in fp32 and bf16 autocast."""
-    torch.manual_seed(0)
     backbone, size, batch, steps, warmup, rounds = (
         ("resnet10t", 32, 8, 6, 2, 1) if smoke else ("resnet18", 96, 32, 25, 5, 4)
     )
-    optimizer = lambda params: torch.optim.AdamW(params, lr=2e-3, weight_decay=0.05)  # noqa: E731
-    model = CountingModel(backbone, image_size=size, label_smoothing=0.1, optimizer=optimizer)
-    # one epoch of distinct batches: no epoch boundary (metric compute) inside the measured steps
-    data = Batches([(torch.randn(batch, 3, size, size), torch.randint(0, 5, (batch,))) for _ in range(steps)])
+    model, data = model_and_batches(backbone, size, batch, steps)
     times = interleaved(
         {
             "plain": lambda: plain_steps(copy.deepcopy(model), data, steps, warmup),
@@ -105,11 +111,8 @@ def run(smoke: bool) -> list[Row]:
 def precision_row(smoke: bool) -> Row:
     """The quick start's model and batch (ResNet-10-T, 96 px, 32 images) under the Trainer, fp32 against bf16
     autocast: what ``${bincount.auto_precision:cpu}`` picks where the CPU has bf16 instructions."""
-    torch.manual_seed(0)
     size, batch, steps, warmup, rounds = (32, 8, 6, 2, 1) if smoke else (96, 32, 25, 5, 4)
-    optimizer = lambda params: torch.optim.AdamW(params, lr=2e-3, weight_decay=0.05)  # noqa: E731
-    model = CountingModel("resnet10t", image_size=size, label_smoothing=0.1, optimizer=optimizer)
-    data = Batches([(torch.randn(batch, 3, size, size), torch.randint(0, 5, (batch,))) for _ in range(steps)])
+    model, data = model_and_batches("resnet10t", size, batch, steps)
     times = interleaved(
         {
             precision: lambda precision=precision: lightning_steps(copy.deepcopy(model), data, steps, warmup, precision)
