@@ -1,7 +1,8 @@
 """Framework overhead: training steps/s of the LightningModule under the Trainer versus a plain
 PyTorch loop doing the same work (forward, loss, the same metric update, backward, optimizer step)
 with the same model, batch and data: batches already in memory, so only the frameworks differ.
-And precision on the CPU: the same Trainer steps in fp32 and in bf16 autocast."""
+And on the CPU: the same Trainer steps in fp32 and in bf16 autocast, and with and without an exponential
+moving average of the weights (what the quick start keeps)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ from bincount.model.counter import CountingModel
 from bincount.monitor.system import cpu_bf16
 
 
-def lightning_steps(model: CountingModel, data: Batches, steps: int, warmup: int, precision: str = "32-true") -> float:
+def lightning_steps(
+    model: CountingModel, data: Batches, steps: int, warmup: int, precision: str = "32-true", callbacks: tuple = ()
+) -> float:
     clock = StepClock(warmup)
     trainer = L.Trainer(
         accelerator="cpu",
@@ -30,7 +33,7 @@ def lightning_steps(model: CountingModel, data: Batches, steps: int, warmup: int
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        callbacks=[clock],
+        callbacks=[*callbacks, clock],
     )
     trainer.fit(model, train_dataloaders=data)
     return median(clock.step_seconds())
@@ -94,7 +97,7 @@ def run(smoke: bool) -> list[Row]:
         "warmup_steps": warmup,
         "step_seconds": times,
     }
-    return [precision_row(smoke)] + [
+    return [precision_row(smoke), weight_averaging_row(smoke)] + [
         Row(
             "trainer overhead",
             "train images/s",
@@ -131,4 +134,39 @@ def precision_row(smoke: bool) -> Row:
         bf16,
         [],
         {**details, "steps_per_round": steps, "warmup_steps": warmup, "step_seconds": times},
+    )
+
+
+def weight_averaging_row(smoke: bool) -> Row:
+    """The quick start's Trainer steps (ResNet-10-T, 96 px, 32 images, bf16 autocast where the CPU has it) without
+    and with its moving average of the weights (bincount.callbacks.ema.EMA) updated after every step."""
+    from bincount.callbacks.ema import EMA
+
+    size, batch, steps, warmup, rounds = (32, 8, 6, 2, 1) if smoke else (96, 32, 25, 5, 4)
+    precision = "bf16-mixed" if cpu_bf16() else "32-true"
+    model, data = model_and_batches("resnet10t", size, batch, steps)
+
+    def timed(ema: bool) -> float:
+        callbacks = (EMA(decay=0.998),) if ema else ()
+        return lightning_steps(copy.deepcopy(model), data, steps, warmup, precision, callbacks)
+
+    times = interleaved({"plain": lambda: timed(False), "ema": lambda: timed(True)}, rounds)
+    plain, ema = (batch / median(times[k]) for k in ("plain", "ema"))
+    return Row(
+        "weight averaging, quick start's model",
+        "train images/s",
+        "no average",
+        plain,
+        "EMA of the weights (decay 0.998, every step)",
+        ema,
+        [],
+        {
+            "backbone": "resnet10t",
+            "image_size": size,
+            "batch_size": batch,
+            "precision": precision,
+            "steps_per_round": steps,
+            "warmup_steps": warmup,
+            "step_seconds": times,
+        },
     )

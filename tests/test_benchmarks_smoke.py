@@ -33,6 +33,7 @@ def test_every_benchmark_runs_in_smoke_mode(abid, tmp_path):
         "quickstart data wait",
         "trainer overhead",
         "CPU precision, quick start's model",
+        "weight averaging, quick start's model",
         "inference batch 1 p50",
         "inference batch 1 p99",
     } <= names

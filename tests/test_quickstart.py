@@ -1,4 +1,4 @@
-"""The CPU recipe end to end on all of dev-224, as the README's main command runs it (slow: 9-14 min)."""
+"""The CPU recipe end to end on all of dev-224, as the README's main command runs it (slow: ~11.5 min)."""
 
 import json
 import subprocess

@@ -148,16 +148,18 @@ class LossNotDecreasing(Rule):
 
 class Overfit(Rule):
     """As smdebug's overfit: validation loss above training loss by more than ``ratio_threshold``
-    (relative), at ``patience`` validations in a row."""
+    (relative), at ``patience`` validations in a row, from ``start_step`` on."""
 
     name = "overfit"
 
-    def __init__(self, ratio_threshold: float, patience: int):
-        self.ratio_threshold, self.patience = ratio_threshold, patience
+    # start_step: where validation measures other weights than training (an average of them, which lags the
+    # network early in a run), the comparison means something only once the average has caught up
+    def __init__(self, ratio_threshold: float, patience: int, start_step: int = 0):
+        self.ratio_threshold, self.patience, self.start_step = ratio_threshold, patience, start_step
         self._streak = 0
 
     def check_eval(self, step, train_losses, eval_losses):
-        if not train_losses or not eval_losses:
+        if not train_losses or not eval_losses or step < self.start_step:
             return None
         train, val = sum(train_losses) / len(train_losses), sum(eval_losses) / len(eval_losses)
         ratio = (val - train) / max(abs(train), 1e-12)
