@@ -12,7 +12,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
+from torch.optim.swa_utils import AveragedModel
 
+from bincount.callbacks.ema import debiased_ema
 from bincount.data.gpu_augment import eval_batch_transform, geometry
 from bincount.data.images import load_rgb
 from bincount.data.packed import RowsDataset
@@ -124,6 +126,26 @@ def test_ema_weights_are_validated_checkpointed_and_tested(small_abid, tmp_path)
     trainer.test(model, datamodule=dm, ckpt_path=best, verbose=False)
     state = model.state_dict()
     assert all(torch.equal(state[k], averaged[k]) for k in averaged if k.startswith("model."))
+
+
+def test_the_average_weighs_every_step_seen_and_not_the_start():
+    """The quick start's EMA update is the debiased average it claims to be (the start weighs nothing)."""
+    torch.manual_seed(0)
+    net = torch.nn.BatchNorm1d(3)  # a float weight and an integer counter (num_batches_tracked)
+    average = AveragedModel(net, multi_avg_fn=debiased_ema(0.9), use_buffers=True)
+    seen = []
+    for _ in range(20):
+        with torch.no_grad():
+            net.weight.copy_(torch.randn(3))
+        net.num_batches_tracked += 1
+        seen.append(net.weight.detach().clone())
+        average.update_parameters(net)
+    k = len(seen)
+    want = sum(0.9 ** (k - 1 - i) * w for i, w in enumerate(seen)) / sum(0.9 ** (k - 1 - i) for i in range(k))
+    assert torch.allclose(average.module.weight, want, atol=1e-6)
+    assert int(average.module.num_batches_tracked) == 20
+    with pytest.raises(ValueError, match="decay must be in"):
+        debiased_ema(1.0)
 
 
 def test_in_memory_rows_are_the_jpeg_paths_images(small_abid, tmp_path):

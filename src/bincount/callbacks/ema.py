@@ -39,7 +39,6 @@ class EMA(WeightAveraging):
 
     def __init__(self, decay: float = 0.998, use_buffers: bool = True):
         super().__init__(use_buffers=use_buffers, multi_avg_fn=debiased_ema(decay))
-        self.decay = decay
 
     def _fitting(self, trainer: L.Trainer) -> bool:
         return trainer.state.fn == TrainerFn.FITTING
