@@ -178,13 +178,15 @@ def test_overflow_and_empty_precision_recall_and_exact_only_rmse():
     assert v["mae"] == pytest.approx(np.abs(err).mean())
     assert v["off_by_one"] == pytest.approx((np.abs(err) <= 1).mean())
     assert v["acc"] == pytest.approx(15 / 22)
+    # the 12 bins of an exact true count, 7 right (the 4 called overflow is wrong): what a 0-5 model would score
+    assert v["acc_exact"] == pytest.approx(7 / 12)
     assert len(v["confusion"]) == 7 and v["confusion"][6] == [0, 0, 0, 0, 0, 2, 8]
     assert v["acc_per_class"][6] == pytest.approx(0.8)
 
 
 def test_a_model_without_overflow_or_empty_class_reports_neither():
     v = _metrics([(0, 0), (1, 2), (4, 4)], CountClasses([1, 2, 3, 4, 5]))
-    assert not any(k.startswith(("overflow", "empty")) for k in v)
+    assert not any(k.startswith(("overflow", "empty", "acc_exact")) for k in v)
     assert v["exact_bins"] == 3 and v["rmse"] == pytest.approx(math.sqrt(1 / 3))
     never = _metrics([(0, 0), (1, 1)])  # no overflow bin and none predicted: undefined, not 0 or 1
     assert math.isnan(never["overflow_precision"]) and math.isnan(never["overflow_recall"])
@@ -273,6 +275,8 @@ def test_a_warehouse_run_writes_the_overflow_and_empty_figures(warehouse_run):
     assert confusion[6].sum() == 5 and m["test/exact_bins"] == confusion[:6, :6].sum()
     recall = m["test/overflow_recall"]
     assert recall == pytest.approx(confusion[6, 6] / 5)
+    # accuracy over the six bins of an exact true count, a bin called 6+ among them wrong
+    assert m["test/acc_exact"] == pytest.approx(np.trace(confusion[:6, :6]) / 6)
     assert m["data"]["per_class"]["test"]["6+"] == 5
     assert (warehouse_run / "confusion_matrix.png").is_file() and (warehouse_run / "reliability.png").is_file()
     ckpt = torch.load(warehouse_run / "checkpoints/best.ckpt", map_location="cpu", weights_only=True)

@@ -60,9 +60,12 @@ def _write_results(results: dict, out: Path, title: str) -> None:
     )
     exact = results.get("test/exact_bins", results["test/images"])
     log.info(
-        "test: acc %.3f, rmse %.3f, mae %.3f%s, ECE %.3f (%.3f before calibration) (n=%d, majority-class "
+        "test: acc %.3f%s, rmse %.3f, mae %.3f%s, ECE %.3f (%.3f before calibration) (n=%d, majority-class "
         "rate %.3f)%s -> %s",
         results["test/acc"],
+        f" ({results['test/acc_exact']:.3f} over the bins of an exact true count)"
+        if "test/acc_exact" in results
+        else "",
         results["test/rmse"],
         results["test/mae"],
         f" (over the {exact} bins with exact true and predicted counts)" if exact != results["test/images"] else "",

@@ -27,8 +27,8 @@ log = logging.getLogger(__name__)
 
 # validation figures shown on the progress bar (the others are logged too)
 PROGRESS_BAR = ("acc", "rmse", "mae", "off_by_one")
-# figures only some answer sets have: overflow (with the overflow class), empty (when 0 is a class)
-OPTIONAL_FIGURES = ("overflow_precision", "overflow_recall", "empty_precision", "empty_recall")
+# figures only some answer sets have: acc_exact and overflow (with the overflow class), empty (when 0 is a class)
+OPTIONAL_FIGURES = ("acc_exact", "overflow_precision", "overflow_recall", "empty_precision", "empty_recall")
 
 
 def metric_name(class_name: str) -> str:

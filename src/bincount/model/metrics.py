@@ -6,7 +6,9 @@ overflow class ("more than K") as a row and a column like any other. Count metri
 predicted class are both exact counts; ``exact_bins`` says how many bins that was (every bin, for a model
 without the overflow class). ``overflow_precision`` / ``overflow_recall`` (with the overflow class) and
 ``empty_precision`` / ``empty_recall`` (when 0 is a class) are read off the same confusion matrix; a
-figure whose denominator is empty (no bin predicted, or none true, in that class) is NaN.
+figure whose denominator is empty (no bin predicted, or none true, in that class) is NaN. With the overflow
+class, ``acc_exact`` is the accuracy over the bins whose TRUE count is exact (a bin of 5 called "6+" is
+wrong): on the same bins, the figure a model without the overflow class reports as its accuracy.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ def count_figures(confusion: torch.Tensor, counts: CountClasses) -> dict[str, to
         "off_by_one": _ratio((cells * (diff <= 1)).sum(), n),
         "exact_bins": n.float(),
     }
+    if counts.overflow:
+        out["acc_exact"] = _ratio(m[:exact, :exact].diagonal().sum(), m[:exact].sum())
     for name, index in (("overflow", counts.overflow_index), ("empty", counts.index(0) if 0 in counts.exact else None)):
         if index is not None:
             hits = m[index, index]
