@@ -247,6 +247,8 @@ def evaluate(cfg: DictConfig) -> dict:
                 "pass data.manifest=PATH or data.split=all"
             )
         overrides["manifest"] = str(train_manifest)
+        # the run's own split names its training-only bins too: read them back into train, as trained
+        overrides["learn_overflow"] = bool(model.hparams.get("learn_overflow", False))
     seen = training_ids(state, ckpt)
     excluding = bool(seen) and not own_split and cfg.get("exclude_training_ids", True)
     if excluding:

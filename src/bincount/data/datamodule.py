@@ -53,7 +53,9 @@ class BinDataModule(L.LightningDataModule):
     """``root``: one ABID-layout (or packed) folder, or a list of ABID-layout folders read as one dataset
     (an id in two of them is an error). ``classes`` and ``overflow`` are the answer set
     (``CountClasses``): bins of more than ``max(classes)`` items get the overflow class when ``overflow``
-    is on, else they are left out and reported. ``exclude`` (reason -> ids) leaves bins out before the
+    is on, else they are left out and reported, unless ``learn_overflow``: then they still teach the network, as
+    one more class of the training split only (the model never answers it; none enters validation or test, so
+    those splits are the very ones of the same classes without it). ``exclude`` (reason -> ids) leaves bins out before the
     split, each reported under its reason (eval: the bins a checkpoint trained on)."""
 
     def __init__(
@@ -61,6 +63,7 @@ class BinDataModule(L.LightningDataModule):
         root: str | Sequence[str],
         classes: Sequence[int] = (1, 2, 3, 4, 5),
         overflow: bool = False,
+        learn_overflow: bool = False,
         file_list: str | None = None,
         split: str = "stratified",
         ratios: Sequence[float] = (0.8, 0.1, 0.1),
@@ -91,6 +94,14 @@ class BinDataModule(L.LightningDataModule):
             self.counts = CountClasses(classes, overflow)
         except BincountError as e:
             raise BincountError(f"data.{e}") from None
+        if learn_overflow and overflow:
+            raise BincountError(
+                "data.learn_overflow: the overflow class is already answered (data.overflow=true); learn_overflow "
+                "is for a model that answers only the exact counts and still learns from bins above them"
+            )
+        self.learn_overflow = bool(learn_overflow)
+        # the classes labels come in: the answer set, plus "more than K" for training only where learn_overflow
+        self.training_counts = CountClasses(classes, overflow or learn_overflow)
         # one folder stays a string (as before: data reports, titles); several are a list
         self.root = roots[0] if len(roots) == 1 else roots
         self.roots = roots
@@ -134,9 +145,11 @@ class BinDataModule(L.LightningDataModule):
             )
         self.packed = bool(packed)
         if self.packed:
-            records, self.report = read_packed(self.root, self.counts, self.file_list)
+            records, self.report = read_packed(self.root, self.training_counts, self.file_list)
         else:
-            records, self.report = read_abid_folders(self.roots, self.counts, self.file_list, self.check_images)
+            records, self.report = read_abid_folders(
+                self.roots, self.training_counts, self.file_list, self.check_images
+            )
         records = self._leave_out(records)
         if not records:
             raise BincountError(
@@ -154,8 +167,10 @@ class BinDataModule(L.LightningDataModule):
                     if bin_id not in reported:
                         self.report.add(reason, bin_id)
         else:
+            # the training-only class sorts last, so the other classes' split is the one they get without it
+            train_only = [self.training_counts.overflow_index] if self.learn_overflow else []
             self.splits = split_records(
-                records, self.split, self.ratios, self.seed, self.limit_per_class, self.class_of
+                records, self.split, self.ratios, self.seed, self.limit_per_class, self.class_of, train_only
             )
         self._write_outputs()
         if self.in_memory and not self.packed:
@@ -163,8 +178,9 @@ class BinDataModule(L.LightningDataModule):
             self.memory = (decode_in_memory(used, self.image_size), {r.id: i for i, r in enumerate(used)})
 
     def class_of(self, record: BinRecord) -> int:
-        """A record's class index (its count's, with every count above K in the overflow class)."""
-        return self.counts.index(record.count)
+        """A record's class index (its count's, with every count above K in the overflow class, answered or
+        learnt only)."""
+        return self.training_counts.index(record.count)
 
     def _leave_out(self, records: list[BinRecord]) -> list[BinRecord]:
         """Records without the ids of ``exclude``, each left-out id reported under its reason."""
@@ -245,8 +261,13 @@ class BinDataModule(L.LightningDataModule):
             "classes": self.classes,
             "overflow": self.counts.overflow,
             "class_names": self.counts.names,
+            **(
+                {"learn_overflow": True, "training_class_names": self.training_counts.names}
+                if self.learn_overflow
+                else {}
+            ),
             "images": {s: len(self.splits.get(s, [])) for s in SPLITS},
-            "per_class": {s: counts_per_class(self.splits.get(s, []), self.counts) for s in SPLITS},
+            "per_class": {s: counts_per_class(self.splits.get(s, []), self.training_counts) for s in SPLITS},
             "images_per_root": {root: per_root.get(root, 0) for root in self.roots},
             "skipped": self.report.to_dict() if self.report else {"total": 0, "by_reason": {}, "ids": {}},
         }
@@ -254,14 +275,14 @@ class BinDataModule(L.LightningDataModule):
     # -- loaders ----------------------------------------------------------------------------
     def dataset(self, split: str) -> BinImageDataset | RowsDataset:
         if self.packed:
-            return PackedDataset(self.root, self.splits[split], self.counts)
+            return PackedDataset(self.root, self.splits[split], self.training_counts)
         if self.memory is not None:
-            return RowsDataset(*self.memory, self.splits[split], self.counts)
+            return RowsDataset(*self.memory, self.splits[split], self.training_counts)
         if split == "train":
             transform = train_transform(self.image_size, **self.augment)
         else:
             transform = eval_transform(self.image_size, self.eval_crop_pct)
-        return BinImageDataset(self.splits[split], self.counts, transform, decode_size=self.image_size)
+        return BinImageDataset(self.splits[split], self.training_counts, transform, decode_size=self.image_size)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         ds = self.dataset(split)

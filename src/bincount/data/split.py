@@ -28,6 +28,7 @@ def split_records(
     seed: int = 42,
     limit_per_class: int | None = None,
     class_of: Callable[[BinRecord], int] | None = None,
+    train_only: Sequence[int] = (),
 ) -> dict[str, list[BinRecord]]:
     """Split records per class with a seeded shuffle.
 
@@ -36,12 +37,16 @@ def split_records(
 
     ``stratified`` keeps each class's share in every split; ``balanced`` first trims every class
     to the size of the smallest (equal images per class); ``all`` puts everything in ``test``
-    (evaluation of a whole folder). ``limit_per_class`` caps each class before splitting.
+    (evaluation of a whole folder). ``limit_per_class`` caps each class before splitting. Classes in
+    ``train_only`` go wholly to ``train`` (with ``all``, an error: it trains nothing); a class's shuffle does not depend on the classes
+    sorting after it, so adding classes that sort last leaves the other classes' split as it was.
     """
     if strategy not in STRATEGIES:
         raise BincountError(f"data.split: unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
     if len(ratios) != 3 or any(r < 0 for r in ratios) or abs(sum(ratios) - 1) > 1e-6:
         raise BincountError(f"data.ratios: need three non-negative fractions summing to 1, got {list(ratios)}")
+    if strategy == "all" and train_only:
+        raise BincountError("data.split=all puts every bin in test: no class can be for training only")
     by_class: dict[int, list[BinRecord]] = defaultdict(list)
     for r in sorted(records, key=lambda r: r.id):
         by_class[class_of(r) if class_of else r.count].append(r)
@@ -51,11 +56,14 @@ def split_records(
         by_class[label] = [items[i] for i in rng.permutation(len(items))]
     cap = limit_per_class
     if strategy == "balanced" and by_class:
-        smallest = min(len(v) for v in by_class.values())
+        smallest = min((len(v) for label, v in by_class.items() if label not in train_only), default=0)
         cap = smallest if cap is None else min(cap, smallest)
     out: dict[str, list[BinRecord]] = {s: [] for s in SPLITS}
     for label in sorted(by_class):
         items = by_class[label][:cap] if cap is not None else by_class[label]
+        if label in train_only:
+            out["train"].extend(items)
+            continue
         if strategy == "all":
             out["test"].extend(items)
             continue

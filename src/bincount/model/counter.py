@@ -98,6 +98,7 @@ class CountingModel(L.LightningModule):
         backbone: str = "resnet50",
         classes: Sequence[int] = (1, 2, 3, 4, 5),
         overflow: bool = False,
+        learn_overflow: bool = False,
         pretrained: bool = False,
         weights: str | None = None,
         image_size: int = 224,
@@ -120,18 +121,29 @@ class CountingModel(L.LightningModule):
         self.classes = classes
         # the answer set: exact counts, plus "more than K" when overflow is on
         self.counts = CountClasses(classes, overflow)
-        self.model = build_backbone(backbone, self.counts.num_classes, pretrained and not weights, drop_rate)
+        if learn_overflow and overflow:
+            raise BincountError("model.learn_overflow: the overflow class is already answered (overflow=true)")
+        # what training labels: the answer set, and with learn_overflow one more class, "more than K", whose
+        # logit the network learns from the bins above K but forward() drops: the model never answers it
+        self.training_counts = CountClasses(classes, overflow or learn_overflow)
+        self.model = build_backbone(backbone, self.training_counts.num_classes, pretrained and not weights, drop_rate)
         if weights:
             load_weights(self.model, weights)
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         # the count each class stands for, for the ordinal loss term: the overflow class stands for K + 1,
         # the least it means (a bin of 12 predicted "6+" costs nothing there, one of 6 predicted 5 little)
-        values = classes + ([self.counts.at_least] if self.counts.overflow else [])
+        values = classes + ([self.counts.at_least] if self.training_counts.overflow else [])
         self.register_buffer("count_values", torch.tensor(values, dtype=torch.float32), persistent=False)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         # ModuleDict keys may not shadow nn.Module attributes (``train``), hence the suffix.
-        self.metrics = torch.nn.ModuleDict({f"{s}_split": CountMetrics(self.counts) for s in ("train", "val", "test")})
+        # training accuracy over what training labels; validation and test over the answer set
+        self.metrics = torch.nn.ModuleDict(
+            {
+                f"{s}_split": CountMetrics(self.training_counts if s == "train" else self.counts)
+                for s in ("train", "val", "test")
+            }
+        )
         self.test_results: dict | None = None
         # (logits, labels) of evaluation batches, kept while calibrating and testing
         self.collecting = False
@@ -145,6 +157,11 @@ class CountingModel(L.LightningModule):
             self.model.compile()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """One logit per class of the answer set (``counts``)."""
+        return self.training_logits(x)[:, : self.counts.num_classes]
+
+    def training_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """One logit per class training labels (``training_counts``: with learn_overflow, one more)."""
         if self.hparams.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.model(x)
@@ -172,7 +189,10 @@ class CountingModel(L.LightningModule):
         x, y = batch
         # Validation while fitting sees one view (it only ranks checkpoints); testing and calibration
         # see what is served: every test-time view.
-        logits = self.evaluation_logits(x) if stage == "test" or self.collecting else self(x)
+        if stage == "train":
+            logits = self.training_logits(x)
+        else:
+            logits = self.evaluation_logits(x) if stage == "test" or self.collecting else self(x)
         if self.collecting:
             self._collected.append((logits.detach().float(), y.detach()))
         if stage == "train":

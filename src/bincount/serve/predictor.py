@@ -187,10 +187,28 @@ def export_onnx(predictor: TorchPredictor, path: str | Path) -> Path:
 
 # -- reading model files ------------------------------------------------------------------------
 def read_checkpoint(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
-    """Hyper-parameters and backbone state dict of a Lightning checkpoint written by train.py."""
+    """Hyper-parameters and backbone state dict of a Lightning checkpoint written by train.py; the logit a
+    ``learn_overflow`` model learnt but never answers is cut from its classifier, so what is served and
+    exported is a plain network with one logit per answered class."""
     ckpt = load_checkpoint(path)
+    hparams = dict(ckpt["hyper_parameters"])
     state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
-    return dict(ckpt["hyper_parameters"]), state
+    if hparams.pop("learn_overflow", False):
+        state = answered_logits_only(state, hparams["backbone"], CountClasses.from_hparams(hparams).num_classes)
+    return hparams, state
+
+
+def answered_logits_only(state: dict[str, torch.Tensor], backbone: str, answered: int) -> dict[str, torch.Tensor]:
+    """A timm backbone's state dict with its classifier cut to the first ``answered`` logits."""
+    from timm.models import get_pretrained_cfg_value
+
+    head = get_pretrained_cfg_value(backbone, "classifier")
+    keys = [k for k in (f"{head}.weight", f"{head}.bias") if k in state]
+    if not head or not keys:
+        raise BincountError(
+            f"cannot find the classifier of {backbone} in the checkpoint to drop its training-only logit"
+        )
+    return {k: v[:answered] if k in keys else v for k, v in state.items()}
 
 
 def read_hparams(folder: Path) -> dict:
