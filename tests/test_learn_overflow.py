@@ -95,8 +95,8 @@ def test_the_network_learns_six_logits_and_answers_five():
     model = CountingModel("resnet10t", classes=[1, 2, 3, 4, 5], learn_overflow=True, image_size=32)
     x = torch.randn(4, 3, 32, 32)
     assert model.model.get_classifier().out_features == 6
-    assert model.training_logits(x).shape == (4, 6) and model(x).shape == (4, 5)
-    assert torch.equal(model(x), model.training_logits(x)[:, :5])
+    assert model(x, all_training_classes=True).shape == (4, 6) and model(x).shape == (4, 5)
+    assert torch.equal(model(x), model(x, all_training_classes=True)[:, :5])
     assert model.counts == CAPSTONE and model.training_counts.names[-1] == "6+"
 
 
@@ -119,6 +119,10 @@ def test_a_run_trains_on_the_big_bins_and_tests_only_the_counts_it_answers(run, 
     ckpt = torch.load(run / "checkpoints/best.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["hyper_parameters"]["learn_overflow"] is True
     assert ckpt["state_dict"]["model.fc.weight"].shape[0] == 6  # the training-only logit is kept for resuming
+    # training logs its accuracy per class it labels, 6+ included; validation only the five it answers
+    logged = next(run.glob("csv/*/metrics.csv")).read_text().splitlines()[0].split(",")
+    assert "train/acc_count_6plus" in logged and "train/acc_count_5" in logged
+    assert "val/acc_count_5" in logged and "val/acc_count_6plus" not in logged
 
 
 def test_served_and_exported_models_answer_only_the_five_counts_as_evaluated(run, folders, tmp_path):

@@ -156,15 +156,14 @@ class CountingModel(L.LightningModule):
         if stage == "fit" and self.hparams.get("compile"):
             self.model.compile()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """One logit per class of the answer set (``counts``)."""
-        return self.training_logits(x)[:, : self.counts.num_classes]
-
-    def training_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """One logit per class training labels (``training_counts``: with learn_overflow, one more)."""
+    def forward(self, x: torch.Tensor, all_training_classes: bool = False) -> torch.Tensor:
+        """One logit per class of the answer set (``counts``); with ``all_training_classes``, one per class
+        training labels (``training_counts``: with learn_overflow, one more). Training calls it through
+        ``self(...)`` too, so module hooks (SageMaker Debugger's) see every training step."""
         if self.hparams.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return self.model(x)
+        logits = self.model(x)
+        return logits if all_training_classes else logits[:, : self.counts.num_classes]
 
     @property
     def temperature(self) -> float:
@@ -190,7 +189,7 @@ class CountingModel(L.LightningModule):
         # Validation while fitting sees one view (it only ranks checkpoints); testing and calibration
         # see what is served: every test-time view.
         if stage == "train":
-            logits = self.training_logits(x)
+            logits = self(x, all_training_classes=True)
         else:
             logits = self.evaluation_logits(x) if stage == "test" or self.collecting else self(x)
         if self.collecting:
@@ -270,8 +269,8 @@ class CountingModel(L.LightningModule):
         shown = {k: v for k, v in scalars.items() if k in PROGRESS_BAR}
         self.log_dict({f"{stage}/{k}": v for k, v in shown.items()}, prog_bar=stage == "val")
         self.log_dict({f"{stage}/{k}": v for k, v in scalars.items() if k not in shown})
-        per_class = values["acc_per_class"]
-        self.log_dict({f"{stage}/acc_count_{metric_name(n)}": per_class[i] for i, n in enumerate(self.counts.names)})
+        per_class, names = values["acc_per_class"], metrics.answer_set.names  # train's: with learn_overflow, 6+ too
+        self.log_dict({f"{stage}/acc_count_{metric_name(n)}": per_class[i] for i, n in enumerate(names)})
         return values
 
     def on_train_epoch_end(self):
