@@ -38,8 +38,8 @@ def split_records(
     ``stratified`` keeps each class's share in every split; ``balanced`` first trims every class
     to the size of the smallest (equal images per class); ``all`` puts everything in ``test``
     (evaluation of a whole folder). ``limit_per_class`` caps each class before splitting. Classes in
-    ``train_only`` go wholly to ``train`` (with ``all``, an error: it trains nothing); a class's shuffle does not depend on the classes
-    sorting after it, so adding classes that sort last leaves the other classes' split as it was.
+    ``train_only`` go wholly to ``train`` (with ``all``, an error: it trains nothing); a class's shuffle
+    does not depend on the classes sorting after it, so adding classes that sort last leaves the other classes' split as it was.
     """
     if strategy not in STRATEGIES:
         raise BincountError(f"data.split: unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
