@@ -175,6 +175,27 @@ def test_a_whole_quickstart_run_raises_no_stall_but_a_real_stall_does():
     assert fires and 1000 < fires[0] <= 1000 + 5 * rule.num_steps
 
 
+def test_the_longer_cpu_recipe_raises_no_stall_but_a_real_stall_does():
+    """The training losses of a whole 45-epoch cpu_hour run (tests/data/): 201 steps an epoch, flat for up to 900
+    steps at a time and then falling again, while validation accuracy still rose. The default 400-step stall
+    warned at step 2299 (and 13 times after); cpu_hour's setting stays silent on every step, and still fires once
+    the same run stops learning for good."""
+    from omegaconf import OmegaConf
+
+    from bincount.config import compose
+
+    losses = json.loads((Path(__file__).parent / "data" / "cpu_hour45_train_loss.json").read_text())["train_loss"]
+    rules = OmegaConf.to_container(compose("train", ["experiment=cpu_hour"]).callbacks.debugger.rules)
+    rule = next(r for r in build_rules(rules) if r.name == "loss_not_decreasing")
+    assert not any(rule.check_train_loss(i, losses[:i]) for i in range(1, len(losses) + 1))
+    default = next(r for r in build_rules(shipped_rules()) if r.name == "loss_not_decreasing")
+    assert next(i for i in range(1, len(losses) + 1) if default.check_train_loss(i, losses[:i])) == 2300
+    # the run stalls after step 4000: its loss stays at that window's level (noise included) from then on
+    stalled = losses[:4000] + losses[3900:4000] * 20
+    fires = [i for i in range(1, len(stalled) + 1) if rule.check_train_loss(i, stalled[:i])]
+    assert fires and 4000 < fires[0] <= 4000 + (rule.patience + 1) * rule.num_steps
+
+
 def test_a_healthy_run_warns_of_nothing(boxes, tmp_path, caplog):
     """A short run that learns, every rule on as shipped: the gradient, loss and initialisation rules stay
     silent. (overfit is left out here: on 160 synthetic images the validation loss runs more than 10 % above
