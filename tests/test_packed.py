@@ -6,6 +6,7 @@ import csv
 import json
 import math
 import shutil
+import warnings
 
 import numpy as np
 import pytest
@@ -85,6 +86,19 @@ def test_packed_root_gives_the_same_split_and_manifest(small_abid, tmp_path):
     assert manifests[0] == manifests[1]
     rows = list(csv.DictReader(manifests[1].splitlines()))
     assert len(rows) == 200 and {r["split"] for r in rows} == {"train", "val", "test"}
+
+
+def test_pinned_memory_only_where_a_gpu_can_use_it(small_abid, tmp_path):
+    """data.pin_memory (resnet50's) pins batches for copies to a GPU; without CUDA the loaders leave it off
+    rather than have torch warn on every loader (a SageMaker job on ml.c5 CPUs)."""
+    dm = BinDataModule(str(small_abid), image_size=SIZE, num_workers=0, pin_memory=True, output_dir=str(tmp_path))
+    dm.setup()
+    loader = dm.train_dataloader()
+    assert loader.pin_memory == torch.cuda.is_available()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        images, labels = next(iter(loader))
+    assert images.shape[0] == labels.shape[0] > 0
 
 
 def test_loader_workers_deliver_every_row_once_as_uint8_batches(packed_raw):
