@@ -1,0 +1,93 @@
+"""The wall-clock budget (bincount.callbacks.time_budget): real tiny runs on real bins, timed by the real clock."""
+
+import math
+import time
+from functools import partial
+
+import lightning as L
+import pytest
+import torch
+
+from bincount.callbacks.time_budget import TimeBudget
+from bincount.data.datamodule import BinDataModule
+from bincount.errors import BincountError
+from bincount.model.counter import CountingModel
+
+EPOCHS, LR = 6, 0.002
+
+
+class LearningRates(L.Callback):
+    """The learning rate each epoch trains with."""
+
+    def __init__(self):
+        self.seen: list[float] = []
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self.seen.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+
+def fit(small_abid, out, budget, scheduler=None):
+    L.seed_everything(0, workers=True)
+    dm = BinDataModule(str(small_abid), image_size=32, batch_size=32, num_workers=0, output_dir=str(out))
+    scheduler = scheduler or partial(torch.optim.lr_scheduler.CosineAnnealingLR, T_max=EPOCHS)
+    model = CountingModel(
+        backbone="resnet10t", image_size=32, optimizer=partial(torch.optim.AdamW, lr=LR), scheduler=scheduler
+    )
+    rates = LearningRates()
+    trainer = L.Trainer(
+        max_epochs=EPOCHS,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[budget, rates],
+    )
+    trainer.fit(model, datamodule=dm)
+    return trainer, rates.seen
+
+
+def cosine(epochs: int) -> list[float]:
+    return [LR * (1 + math.cos(math.pi * e / epochs)) / 2 for e in range(epochs)]
+
+
+def test_budget_keeps_the_epochs_that_fit_on_a_cosine_ending_there(small_abid, tmp_path):
+    # a budget that holds the run: all epochs, the configured schedule
+    created = time.time()
+    roomy = TimeBudget(minutes=60)
+    trainer, rates = fit(small_abid, tmp_path / "roomy", roomy)
+    assert roomy.epochs == trainer.current_epoch == EPOCHS
+    assert rates == pytest.approx(cosine(EPOCHS))
+    plan = roomy.plan
+    assert plan["per_epoch_s"] > 0 and plan["after_fit_s"] > 0
+    # a budget with room for about 3 epochs of what the first run measured: fewer epochs, the cosine refitted
+    # (the first budget of a young process counts from the process's start, the next from its creation)
+    to_decision = roomy.start + plan["decided_s"] - created
+    seconds = to_decision + plan["after_fit_s"] + roomy.margin_s + 2.5 * plan["per_epoch_s"]
+    tight = TimeBudget(minutes=seconds / 60)
+    assert tight.start == pytest.approx(time.time(), abs=1)
+    trainer, rates = fit(small_abid, tmp_path / "tight", tight)
+    assert 1 <= tight.epochs < EPOCHS
+    assert trainer.current_epoch == tight.epochs == len(rates)
+    assert trainer.lr_scheduler_configs[0].scheduler.T_max == tight.epochs
+    # epoch 0 trained at the full rate; from epoch 1 on, the cosine over the epochs kept, down towards 0
+    assert rates == pytest.approx(cosine(tight.epochs), rel=1e-6)
+    assert tight.state_dict() == {"epochs": tight.epochs}
+
+
+def test_a_budget_with_no_room_trains_one_epoch(small_abid, tmp_path):
+    budget = TimeBudget(minutes=1e-4)
+    trainer, rates = fit(small_abid, tmp_path, budget)
+    assert budget.epochs == trainer.current_epoch == 1 and len(rates) == 1
+
+
+def test_budget_refuses_a_schedule_it_cannot_refit(small_abid, tmp_path):
+    step = partial(torch.optim.lr_scheduler.StepLR, step_size=2)
+    with pytest.raises(BincountError, match="CosineAnnealingLR"):
+        fit(small_abid, tmp_path / "step", TimeBudget(minutes=60), scheduler=step)
+    other = partial(torch.optim.lr_scheduler.CosineAnnealingLR, T_max=EPOCHS * 2)
+    with pytest.raises(BincountError, match="T_max"):
+        fit(small_abid, tmp_path / "tmax", TimeBudget(minutes=60), scheduler=other)
+    with pytest.raises(BincountError, match="positive"):
+        TimeBudget(minutes=0)
