@@ -290,6 +290,14 @@ def test_auto_precision_asks_the_device_that_trains(tmp_path):
     )
     if not torch.cuda.is_available():
         assert compose_cfg("train", ["experiment=resnet50"], tmp_path).trainer.precision == cpu
+    # the CPU recipes' pixels follow the precision (fp32 steps are ~3x slower: fewer pixels fit the time budget)
+    for precision, size in (("bf16-mixed", 96), ("32-true", 64)):
+        for experiment in ("quickstart", "cpu_hour"):
+            cfg = compose_cfg("train", [f"experiment={experiment}", f"trainer.precision={precision}"], tmp_path)
+            assert cfg.data.image_size == cfg.model.image_size == size, (experiment, precision)
+    auto = compose_cfg("train", ["experiment=quickstart"], tmp_path)
+    assert auto.data.image_size == (96 if cpu == "bf16-mixed" else 64)
+    assert compose_cfg("train", ["experiment=quickstart", "data.image_size=96"], tmp_path).model.image_size == 96
 
 
 def test_bf16_training_on_the_cpu_keeps_fp32_weights(small_abid, tmp_path):

@@ -8,7 +8,7 @@ import lightning as L
 import pytest
 import torch
 
-from bincount.callbacks.time_budget import TimeBudget
+from bincount.callbacks.time_budget import SLOW_EPOCH, TimeBudget
 from bincount.data.datamodule import BinDataModule
 from bincount.errors import BincountError
 from bincount.model.counter import CountingModel
@@ -26,7 +26,7 @@ class LearningRates(L.Callback):
         self.seen.append(trainer.optimizers[0].param_groups[0]["lr"])
 
 
-def fit(small_abid, out, budget, scheduler=None):
+def fit(small_abid, out, budget, scheduler=None, ckpt_path=None):
     L.seed_everything(0, workers=True)
     dm = BinDataModule(str(small_abid), image_size=32, batch_size=32, num_workers=0, output_dir=str(out))
     scheduler = scheduler or partial(torch.optim.lr_scheduler.CosineAnnealingLR, T_max=EPOCHS)
@@ -44,7 +44,7 @@ def fit(small_abid, out, budget, scheduler=None):
         enable_model_summary=False,
         callbacks=[budget, rates],
     )
-    trainer.fit(model, datamodule=dm)
+    trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)
     return trainer, rates.seen
 
 
@@ -64,7 +64,7 @@ def test_budget_keeps_the_epochs_that_fit_on_a_cosine_ending_there(small_abid, t
     # a budget with room for about 3 epochs of what the first run measured: fewer epochs, the cosine refitted
     # (the first budget of a young process counts from the process's start, the next from its creation)
     to_decision = roomy.start + plan["decided_s"] - created
-    seconds = to_decision + plan["after_fit_s"] + roomy.margin_s + 2.5 * plan["per_epoch_s"]
+    seconds = to_decision + plan["after_fit_s"] + roomy.margin_s + 2.5 * SLOW_EPOCH * plan["per_epoch_s"]
     tight = TimeBudget(minutes=seconds / 60)
     assert tight.start == pytest.approx(time.time(), abs=1)
     trainer, rates = fit(small_abid, tmp_path / "tight", tight)
@@ -73,7 +73,11 @@ def test_budget_keeps_the_epochs_that_fit_on_a_cosine_ending_there(small_abid, t
     assert trainer.lr_scheduler_configs[0].scheduler.T_max == tight.epochs
     # epoch 0 trained at the full rate; from epoch 1 on, the cosine over the epochs kept, down towards 0
     assert rates == pytest.approx(cosine(tight.epochs), rel=1e-6)
-    assert tight.state_dict() == {"epochs": tight.epochs}
+    # the cut travels in the checkpoint: resumed with the configured epochs, the run stays where its budget ended it
+    assert tight.state_dict() == {"cut_to": tight.epochs} and roomy.state_dict() == {"cut_to": None}
+    trainer.save_checkpoint(tmp_path / "tight.ckpt")
+    resumed, rates = fit(small_abid, tmp_path / "resumed", TimeBudget(minutes=60), ckpt_path=tmp_path / "tight.ckpt")
+    assert resumed.current_epoch == tight.epochs and rates == []
 
 
 def test_a_budget_with_no_room_trains_one_epoch(small_abid, tmp_path):

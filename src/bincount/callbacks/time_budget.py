@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 # The first budget of a command counts from the process's start (imports and config included); a later one (the
 # next trial of a Hydra multirun) or one in a long-lived process (a notebook, a test session) from its creation.
 _process_budget_taken = False
+SLOW_EPOCH = 1.1  # the epochs planned take this times the first one's time
 STARTUP_S = 120.0  # a process older than this when the budget is created is not a command starting up
 
 
@@ -48,7 +49,9 @@ class TimeBudget(L.Callback):
         now, born = time.time(), psutil.Process().create_time()
         self.start = born if not _process_budget_taken and now - born < STARTUP_S else now
         _process_budget_taken = True
-        self.epochs: int | None = None  # the decision, kept in checkpoints so a resumed run keeps its schedule
+        self.epochs: int | None = None  # the epochs this run trains, decided after epoch 0
+        self.cut_to: int | None = None  # the same where fewer than configured: kept in checkpoints for a resume
+        self.active = False
         self._timed: list[float] = []
         self._val_started: float | None = None
         # what epoch 0 measured: seconds per epoch, seconds of evaluation after fit, seconds from start to the decision
@@ -59,14 +62,19 @@ class TimeBudget(L.Callback):
         return self.start + 60.0 * self.minutes
 
     def state_dict(self) -> dict:
-        return {"epochs": self.epochs}
+        return {"cut_to": self.cut_to}
 
     def load_state_dict(self, state_dict: dict) -> None:
-        self.epochs = state_dict.get("epochs")
+        self.cut_to = state_dict.get("cut_to")
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.active = False
         if trainer.fast_dev_run:  # a few batches to try the code: nothing to budget
-            self.epochs = trainer.max_epochs
+            return
+        if trainer.current_epoch > 0:  # resumed: the budget was the first process's; its cut (if any) holds
+            if self.cut_to is not None:
+                trainer.fit_loop.max_epochs = self.cut_to
+                log.info("time budget: the resumed run keeps the %d epochs its budget chose", self.cut_to)
             return
         for config in trainer.lr_scheduler_configs:
             s = config.scheduler
@@ -76,16 +84,15 @@ class TimeBudget(L.Callback):
                     f"{type(s).__name__} (interval {config.interval}); drop callbacks.time_budget or use "
                     "model.scheduler=CosineAnnealingLR with T_max=${trainer.max_epochs}"
                 )
-            if self.epochs is None and s.T_max != trainer.max_epochs:
+            if s.T_max != trainer.max_epochs:
                 raise BincountError(
                     f"callbacks.time_budget: the cosine schedule's T_max ({s.T_max}) must equal trainer.max_epochs "
                     f"({trainer.max_epochs}) for the budget to refit it"
                 )
-        if self.epochs is not None:  # resumed: the schedule (T_max) came back with the optimizer's state
-            trainer.fit_loop.max_epochs = self.epochs
+        self.active = True
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        if trainer.current_epoch == 0 and self.epochs is None:
+        if self.active and trainer.current_epoch == 0:
             self._timed.append(time.time())
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -93,12 +100,10 @@ class TimeBudget(L.Callback):
             self._val_started = time.time()
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.state.fn != TrainerFn.FITTING or trainer.sanity_checking or self._val_started is None:
+        if not self.active or trainer.state.fn != TrainerFn.FITTING or trainer.sanity_checking:
             return
         now = time.time()
-        if trainer.fast_dev_run:
-            return
-        if self.epochs is None and trainer.current_epoch == 0:
+        if self.epochs is None:
             self._decide(trainer, pl_module, now)
         elif self.plan is not None and trainer.current_epoch + 1 < trainer.fit_loop.max_epochs:
             # the margin absorbs jitter
@@ -125,7 +130,9 @@ class TimeBudget(L.Callback):
         after_fit = val_s * views * (1.0 + (n_test / n_val if n_val else 1.0))
         left = self.deadline - now - after_fit - self.margin_s
         configured = trainer.max_epochs
-        epochs = min(configured, max(1, 1 + math.floor(left / per_epoch))) if per_epoch > 0 else configured
+        # epochs on a shared 2-core VM vary by +-10 % around the first (52-68 s on the quick start): plan on slow ones
+        planned = per_epoch * SLOW_EPOCH
+        epochs = min(configured, max(1, 1 + math.floor(left / planned))) if planned > 0 else configured
         epochs = int(trainer.strategy.broadcast(epochs, src=0))
         self.epochs = epochs
         self.plan = {"per_epoch_s": per_epoch, "after_fit_s": after_fit, "decided_s": now - self.start}
@@ -138,7 +145,7 @@ class TimeBudget(L.Callback):
                 self.minutes,
             )
             return
-        trainer.fit_loop.max_epochs = epochs
+        trainer.fit_loop.max_epochs = self.cut_to = epochs
         for config in trainer.lr_scheduler_configs:
             self._refit_cosine(config.scheduler, epochs)
         log.info(
