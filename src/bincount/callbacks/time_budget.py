@@ -27,16 +27,19 @@ log = logging.getLogger(__name__)
 # The first budget of a command counts from the process's start (imports and config included); a later one (the
 # next trial of a Hydra multirun) or one in a long-lived process (a notebook, a test session) from its creation.
 _process_budget_taken = False
-SLOW_EPOCH = 1.1  # the epochs planned take this times the first one's time
+SLOW_EPOCH = 1.1  # planned after epoch 0: the epochs take this times its time (they vary +-10 % on a shared VM)
+REPLAN_SLACK = 1.05  # planned after later epochs: this times the mean epoch so far
 STARTUP_S = 120.0  # a process older than this when the budget is created is not a command starting up
 
 
 class TimeBudget(L.Callback):
     """Fit within ``minutes`` of wall-clock time, counted from the command's start (see ``STARTUP_S``),
-    the image check and the evaluation after fit included: after epoch 0, ``max_epochs`` drops to the epochs that fit (never below 1, never above the
-    configured count) and a cosine schedule (``CosineAnnealingLR`` with ``T_max`` = ``max_epochs``, stepped
-    per epoch) is refitted to end at the new last epoch. A later epoch that finds the run behind its plan
-    (a slower machine, a busy core) stops fitting there.
+    the image check and the evaluation after fit included. After epoch 0, ``max_epochs`` drops to the epochs
+    that fit (never below 1, never above the configured count) and a cosine schedule (``CosineAnnealingLR``
+    with ``T_max`` = ``max_epochs``, stepped per epoch) is refitted to end at the new last epoch. After every
+    later epoch the plan is made again from the mean epoch so far (one noisy first epoch on a shared machine
+    planned 14 epochs where 17 fitted): the schedule lengthens or shortens to match, and a run that has fallen
+    behind stops where it is.
 
     ``warmup_batches``: training steps of epoch 0 not timed (the first ones are slow). ``margin_s``: seconds
     kept for what the estimate leaves out (writing plots and metrics, loading the best checkpoint)."""
@@ -54,7 +57,9 @@ class TimeBudget(L.Callback):
         self.active = False
         self._timed: list[float] = []
         self._val_started: float | None = None
-        # what epoch 0 measured: seconds per epoch, seconds of evaluation after fit, seconds from start to the decision
+        self._last_end = 0.0  # when the last validation of fitting ended
+        self._epoch_s: list[float] = []  # whole epochs after the first, validation and checkpoints included
+        # the plan: seconds per epoch, seconds of evaluation after fit, seconds from start to the first decision
         self.plan: dict[str, float] | None = None
 
     @property
@@ -103,66 +108,73 @@ class TimeBudget(L.Callback):
         if not self.active or trainer.state.fn != TrainerFn.FITTING or trainer.sanity_checking:
             return
         now = time.time()
-        if self.epochs is None:
-            self._decide(trainer, pl_module, now)
-        elif self.plan is not None and trainer.current_epoch + 1 < trainer.fit_loop.max_epochs:
-            # the margin absorbs jitter
-            late = now + self.plan["per_epoch_s"] + self.plan["after_fit_s"] > self.deadline
-            if trainer.strategy.broadcast(late, src=0):
-                log.warning(
-                    "time budget: epoch %d ends later than planned (%.0f of %.0f min used); stopping here to "
-                    "leave time for calibration and the test",
-                    trainer.current_epoch + 1,
-                    (now - self.start) / 60,
-                    self.minutes,
-                )
-                trainer.should_stop = True
+        if self.plan is None:  # epoch 0: its steady steps and its validation, planned on slower epochs
+            val_s = now - self._val_started
+            stamps = self._timed[self.warmup_batches :] if len(self._timed) > self.warmup_batches + 2 else self._timed
+            per_batch = (stamps[-1] - stamps[0]) / max(len(stamps) - 1, 1) if len(stamps) > 1 else 0.0
+            splits = getattr(trainer.datamodule, "splits", None) or {}
+            n_val, n_test = len(splits.get("val", [])), len(splits.get("test", []))
+            views = len(TTA_VIEWS.get(pl_module.hparams.get("tta", "none"), (None,)))
+            self.plan = {
+                "per_epoch_s": (per_batch * trainer.num_training_batches + val_s) * SLOW_EPOCH,
+                # calibration (every validation image in every view) and the test (every test image in every view)
+                "after_fit_s": val_s * views * (1.0 + (n_test / n_val if n_val else 1.0)),
+                "decided_s": now - self.start,
+            }
+        else:  # later epochs: the mean of the whole epochs measured so far
+            self._epoch_s.append(now - self._last_end)
+            self.plan["per_epoch_s"] = sum(self._epoch_s) / len(self._epoch_s) * REPLAN_SLACK
+        self._last_end = now
+        self._replan(trainer, now)
 
-    def _decide(self, trainer: L.Trainer, pl_module: L.LightningModule, now: float) -> None:
-        val_s = now - self._val_started
-        stamps = self._timed[self.warmup_batches :] if len(self._timed) > self.warmup_batches + 2 else self._timed
-        per_batch = (stamps[-1] - stamps[0]) / max(len(stamps) - 1, 1) if len(stamps) > 1 else 0.0
-        per_epoch = per_batch * trainer.num_training_batches + val_s
-        splits = getattr(trainer.datamodule, "splits", None) or {}
-        n_val, n_test = len(splits.get("val", [])), len(splits.get("test", []))
-        views = len(TTA_VIEWS.get(pl_module.hparams.get("tta", "none"), (None,)))
-        # calibration (every validation image in every view) and the test (every test image in every view)
-        after_fit = val_s * views * (1.0 + (n_test / n_val if n_val else 1.0))
-        left = self.deadline - now - after_fit - self.margin_s
-        configured = trainer.max_epochs
-        # epochs on a shared 2-core VM vary by +-10 % around the first (52-68 s on the quick start): plan on slow ones
-        planned = per_epoch * SLOW_EPOCH
-        epochs = min(configured, max(1, 1 + math.floor(left / planned))) if planned > 0 else configured
-        epochs = int(trainer.strategy.broadcast(epochs, src=0))
+    def _replan(self, trainer: L.Trainer, now: float) -> None:
+        done, configured, planned = trainer.current_epoch + 1, trainer.max_epochs, trainer.fit_loop.max_epochs
+        left = self.deadline - now - self.plan["after_fit_s"] - self.margin_s
+        per_epoch = self.plan["per_epoch_s"]
+        fits = done + math.floor(left / per_epoch) if per_epoch > 0 else configured
+        epochs = int(trainer.strategy.broadcast(min(configured, max(done, fits)), src=0))
+        first = self.epochs is None
         self.epochs = epochs
-        self.plan = {"per_epoch_s": per_epoch, "after_fit_s": after_fit, "decided_s": now - self.start}
-        if epochs >= configured:
+        if first and epochs >= configured:
             log.info(
-                "time budget: %d epochs of %.0f s and %.0f s of evaluation fit %.0f min",
+                "time budget: %d epochs of ~%.0f s and %.0f s of evaluation after fit %.0f min",
                 configured,
                 per_epoch,
-                after_fit,
+                self.plan["after_fit_s"],
                 self.minutes,
             )
+        if epochs == planned:
             return
-        trainer.fit_loop.max_epochs = self.cut_to = epochs
+        trainer.fit_loop.max_epochs = epochs
+        self.cut_to = epochs if epochs < configured else None
+        if epochs <= done:
+            log.warning(
+                "time budget: %.1f of %.0f min used after %d epochs, behind the plan of %d; stopping here to leave "
+                "time for calibration and the test",
+                (now - self.start) / 60,
+                self.minutes,
+                done,
+                planned,
+            )
+            trainer.should_stop = True
+            return
         for config in trainer.lr_scheduler_configs:
             self._refit_cosine(config.scheduler, epochs)
         log.info(
-            "time budget: %.0f min fit %d of the %d epochs (%.0f s each, %.0f s of evaluation after); "
-            "the cosine schedule now ends at epoch %d",
+            "time budget: %.0f min fit %d of the %d epochs (~%.0f s each, %.0f s of evaluation after); the cosine "
+            "schedule now ends at epoch %d",
             self.minutes,
             epochs,
             configured,
             per_epoch,
-            after_fit,
+            self.plan["after_fit_s"],
             epochs,
         )
 
     @staticmethod
     def _refit_cosine(scheduler: CosineAnnealingLR, epochs: int) -> None:
         """``T_max`` = ``epochs``, and every group's learning rate set to the schedule's closed form at the step
-        it has taken (one, at the end of epoch 0), from which its recursive updates go on."""
+        it has taken (one per epoch trained), from which its recursive updates go on."""
         scheduler.T_max = epochs
         step = scheduler.last_epoch
         for group, base in zip(scheduler.optimizer.param_groups, scheduler.base_lrs, strict=True):
