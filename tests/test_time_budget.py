@@ -28,7 +28,18 @@ class LearningRates(L.Callback):
         self.schedule.append(trainer.lr_scheduler_configs[0].scheduler.T_max)
 
 
-def fit(small_abid, out, budget, scheduler=None, ckpt_path=None):
+class SlowFirstEpoch(L.Callback):
+    """Epoch 0 takes ``seconds`` longer, as on a machine busy at first: each of its steps sleeps a share."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.current_epoch == 0:
+            time.sleep(self.seconds / trainer.num_training_batches)
+
+
+def fit(small_abid, out, budget, scheduler=None, ckpt_path=None, extra=()):
     L.seed_everything(0, workers=True)
     dm = BinDataModule(str(small_abid), image_size=32, batch_size=32, num_workers=0, output_dir=str(out))
     scheduler = scheduler or partial(torch.optim.lr_scheduler.CosineAnnealingLR, T_max=EPOCHS)
@@ -44,7 +55,7 @@ def fit(small_abid, out, budget, scheduler=None, ckpt_path=None):
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        callbacks=[budget, rates],
+        callbacks=[budget, rates, *extra],
     )
     trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)
     fit.schedule = rates.schedule
@@ -88,6 +99,20 @@ def test_budget_keeps_the_epochs_that_fit_on_a_cosine_ending_there(small_abid, t
     trainer.save_checkpoint(tmp_path / "tight.ckpt")
     resumed, rates = fit(small_abid, tmp_path / "resumed", TimeBudget(minutes=60), ckpt_path=tmp_path / "tight.ckpt")
     assert resumed.current_epoch == tight.epochs and rates == []
+
+
+def test_budget_lengthens_the_schedule_when_epochs_speed_up(small_abid, tmp_path):
+    created = time.time()
+    probe = TimeBudget(minutes=60)
+    fit(small_abid, tmp_path / "probe", probe)
+    per_epoch, after_fit = probe.plan["per_epoch_s"], probe.plan["after_fit_s"]
+    to_decision = probe.start + probe.plan["decided_s"] - created
+    # room for ~6 epochs, but epoch 0 runs 2 epochs slower: the first plan is short, the next ones longer
+    budget = TimeBudget(minutes=(to_decision + after_fit + probe.margin_s + 6 * per_epoch) / 60)
+    trainer, rates = fit(small_abid, tmp_path / "slow", budget, extra=[SlowFirstEpoch(2 * per_epoch)])
+    first_plan, final = fit.schedule[1], trainer.lr_scheduler_configs[0].scheduler.T_max
+    assert first_plan < final == budget.epochs == trainer.current_epoch <= EPOCHS
+    assert rates == pytest.approx(on_cosine(rates, fit.schedule), rel=1e-6)
 
 
 def test_a_budget_with_no_room_trains_one_epoch(small_abid, tmp_path):

@@ -55,6 +55,7 @@ class TimeBudget(L.Callback):
         self.epochs: int | None = None  # the epochs this run trains, decided after epoch 0
         self.cut_to: int | None = None  # the same where fewer than configured: kept in checkpoints for a resume
         self.active = False
+        self.configured = 0
         self._timed: list[float] = []
         self._val_started: float | None = None
         self._last_end = 0.0  # when the last validation of fitting ended
@@ -94,6 +95,7 @@ class TimeBudget(L.Callback):
                     f"callbacks.time_budget: the cosine schedule's T_max ({s.T_max}) must equal trainer.max_epochs "
                     f"({trainer.max_epochs}) for the budget to refit it"
                 )
+        self.configured = trainer.max_epochs  # the recipe's epochs: a re-plan may come back up to them
         self.active = True
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
@@ -128,7 +130,7 @@ class TimeBudget(L.Callback):
         self._replan(trainer, now)
 
     def _replan(self, trainer: L.Trainer, now: float) -> None:
-        done, configured, planned = trainer.current_epoch + 1, trainer.max_epochs, trainer.fit_loop.max_epochs
+        done, configured, planned = trainer.current_epoch + 1, self.configured, trainer.fit_loop.max_epochs
         left = self.deadline - now - self.plan["after_fit_s"] - self.margin_s
         per_epoch = self.plan["per_epoch_s"]
         fits = done + math.floor(left / per_epoch) if per_epoch > 0 else configured
