@@ -95,7 +95,8 @@ def test_budget_keeps_the_epochs_that_fit_on_a_cosine_ending_there(small_abid, t
     assert fit.schedule[0] == EPOCHS and (final == tight.epochs or trainer.should_stop)
     assert rates == pytest.approx(on_cosine(rates, fit.schedule), rel=1e-6)
     # the cut travels in the checkpoint: resumed with the configured epochs, the run stays where its budget ended it
-    assert tight.state_dict() == {"cut_to": tight.epochs} and roomy.state_dict() == {"cut_to": None}
+    assert tight.state_dict() == {"cut_to": tight.epochs, "configured": EPOCHS}
+    assert roomy.state_dict() == {"cut_to": None, "configured": EPOCHS}
     trainer.save_checkpoint(tmp_path / "tight.ckpt")
     resumed, rates = fit(small_abid, tmp_path / "resumed", TimeBudget(minutes=60), ckpt_path=tmp_path / "tight.ckpt")
     assert resumed.current_epoch == tight.epochs and rates == []

@@ -68,17 +68,18 @@ class TimeBudget(L.Callback):
         return self.start + 60.0 * self.minutes
 
     def state_dict(self) -> dict:
-        return {"cut_to": self.cut_to}
+        return {"cut_to": self.cut_to, "configured": self.configured}
 
     def load_state_dict(self, state_dict: dict) -> None:
-        self.cut_to = state_dict.get("cut_to")
+        self.cut_to, self.configured = state_dict.get("cut_to"), state_dict.get("configured", 0)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.active = False
         if trainer.fast_dev_run:  # a few batches to try the code: nothing to budget
             return
-        if trainer.current_epoch > 0:  # resumed: the budget was the first process's; its cut (if any) holds
-            if self.cut_to is not None:
+        if trainer.current_epoch > 0:  # resumed: the budget was the first process's; its cut holds, unless the
+            # resume asks for another number of epochs than the run was configured with
+            if self.cut_to is not None and trainer.max_epochs == self.configured:
                 trainer.fit_loop.max_epochs = self.cut_to
                 log.info("time budget: the resumed run keeps the %d epochs its budget chose", self.cut_to)
             return
