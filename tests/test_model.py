@@ -1,3 +1,4 @@
+import huggingface_hub.constants
 import numpy as np
 import pytest
 import torch
@@ -55,6 +56,9 @@ def test_weights_file_for_another_model_is_refused(tmp_path):
 
 def test_pretrained_offline_fails_with_a_clear_message(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # huggingface_hub reads the variable once, at import: without this the hub goes to the network and waits
+    # out its timeouts (~45 s here) before failing
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(BincountError, match="needs internet.*model.weights=PATH"):
         build_backbone("resnet10t", 5, pretrained=True)
 

@@ -5,6 +5,7 @@ only in the command-line package."""
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 import bincount
@@ -17,6 +18,7 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+@functools.cache  # parsed once per session: the tests call it per module
 def modules() -> dict[str, ast.Module]:
     return {module_name(p): ast.parse(p.read_text(), str(p)) for p in SRC.rglob("*.py")}
 
