@@ -372,7 +372,9 @@ def test_the_ordinal_loss_costs_a_near_miss_less_than_a_far_one():
 
 
 def test_a_run_with_soft_ordinal_labels_trains_and_records_the_setting(small_abid, tmp_path):
-    cfg = compose_cfg("train", [*TINY, f"data.root={small_abid}", "model.ordinal_scale=1.0"], tmp_path)
+    cfg = compose_cfg(
+        "train", [*TINY, f"data.root={small_abid}", "model.ordinal_scale=1.0", "trainer.max_epochs=2"], tmp_path
+    )
     train(cfg)
     ckpt = torch.load(tmp_path / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["hyper_parameters"]["ordinal_scale"] == 1.0

@@ -14,12 +14,7 @@ from bincount.cli import main as cli
 from bincount.monitor.system import RESOURCES, Sampler, read_csv
 from bincount.training import train
 from conftest import TINY, compose_cfg, ids_by_count, make_abid_slice
-
-
-def _burn(seconds: float) -> None:
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        pass
+from helpers.burn import burn
 
 
 def test_sampler_sees_a_cpu_burning_child_and_allocated_memory(tmp_path):
@@ -27,7 +22,7 @@ def test_sampler_sees_a_cpu_burning_child_and_allocated_memory(tmp_path):
     sampler.start()
     time.sleep(0.6)
     baseline_rss = max(r["proc_rss_gb"] for r in sampler.rows)
-    child = mp.get_context("spawn").Process(target=_burn, args=(2.5,))
+    child = mp.get_context("spawn").Process(target=burn, args=(2.5,))
     child.start()
     ballast = bytearray(400 * 1024**2)  # 400 MiB, touched so it is resident
     for i in range(0, len(ballast), 4096):
