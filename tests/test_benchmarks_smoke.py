@@ -13,6 +13,7 @@ from benchmarks.common import Row, Skipped, table
 from bincount.paths import PROJECT_ROOT
 
 
+@pytest.mark.slow  # ~55 s: every benchmark, each training or timing for a few steps
 def test_every_benchmark_runs_in_smoke_mode(abid, tmp_path):
     out = tmp_path / "results.json"
     proc = subprocess.run(

@@ -294,6 +294,7 @@ def smdebug_hook_config(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow  # ~55 s: a training in the smdebug environment, a second torch and Lightning import
 @pytest.mark.skipif(
     not (SMDEBUG_PYTHON.parent.parent / ".complete").is_file(),
     reason="no .venv-smdebug: run `bash scripts/setup_smdebug.sh` (scripts/test.sh does)",

@@ -4,6 +4,7 @@ ABID development copy, every AWS step a dry run without credentials, and shows i
 import os
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 from bincount.paths import PROJECT_ROOT
@@ -11,6 +12,7 @@ from bincount.paths import PROJECT_ROOT
 NOTEBOOK = PROJECT_ROOT / "notebooks" / "sagemaker.ipynb"
 
 
+@pytest.mark.slow  # ~75 s on 2 cores: a kernel and three Python processes each importing torch and Lightning
 def test_notebook_runs_top_to_bottom_and_shows_its_plots(abid, tmp_path, monkeypatch):
     for key in [k for k in os.environ if k.startswith("AWS_")]:
         monkeypatch.delenv(key)

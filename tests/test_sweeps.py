@@ -74,6 +74,7 @@ def sweep(dev224, tmp_path_factory):
     return sweep_dir
 
 
+@pytest.mark.slow  # the sweep fixture: 4 training trials in one process, ~35 s in all
 def test_optuna_sweep_summary_names_the_best_trial(sweep):
     s = json.loads((sweep / "sweep_summary.json").read_text())
     assert len(s["trials"]) == N_TRIALS and s["completed"] == N_TRIALS
@@ -103,6 +104,7 @@ def test_optuna_sweep_summary_names_the_best_trial(sweep):
     assert (sweep / "sweep_summary.png").read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow  # the sweep fixture: 4 training trials in one process, ~35 s in all
 def test_sweep_trials_are_separate_wandb_runs_in_one_group(sweep):
     runs = [
         wandb_run_record(next((sweep / str(n) / "wandb").glob("offline-run-*/run-*.wandb"))) for n in range(N_TRIALS)
@@ -112,6 +114,7 @@ def test_sweep_trials_are_separate_wandb_runs_in_one_group(sweep):
     assert len({r.run_id for r in runs}) == N_TRIALS
 
 
+@pytest.mark.slow  # the sweep fixture: 4 training trials in one process, ~35 s in all
 def test_trials_print_the_metric_lines_sagemakers_tuner_reads(sweep):
     stdout = (sweep.parent / "stdout.txt").read_text()
     regex = {m["Name"]: re.compile(m["Regex"]) for m in metric_definitions("val/acc")}
@@ -122,6 +125,7 @@ def test_trials_print_the_metric_lines_sagemakers_tuner_reads(sweep):
     assert best == pytest.approx(values, abs=1e-6)
 
 
+@pytest.mark.slow  # the sweep fixture: 4 training trials in one process, ~35 s in all
 def test_summary_of_an_interrupted_sweep_can_be_rewritten(sweep, tmp_path, capsys):
     copy = shutil.copytree(sweep, tmp_path / "sweep")
     (copy / "1" / "metrics.json").unlink()  # trial 1 never finished

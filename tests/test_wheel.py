@@ -84,6 +84,7 @@ def test_the_wheel_holds_the_package_and_its_configs(installed):
     assert str(PROJECT_ROOT) not in json.dumps(where)
 
 
+@pytest.mark.slow  # ~50 s: four commands, each a fresh Python importing torch and Lightning
 def test_train_eval_cost_report_and_deploy_run_from_the_wheel(installed, synthetic_abid):
     bin_dir, work, env = installed
     bincount = str(bin_dir / "bincount")
