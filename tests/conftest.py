@@ -133,21 +133,14 @@ def counter_ckpt(small_abid, tmp_path_factory) -> Path:
 
     from bincount.data.datamodule import BinDataModule
     from bincount.model.counter import CountingModel
+    from helpers.trainers import quiet_trainer
 
     run = tmp_path_factory.mktemp("counter-run")
     L.seed_everything(0, workers=True)
     dm = BinDataModule(str(small_abid), image_size=32, batch_size=32, num_workers=0, output_dir=str(run))
     model = CountingModel(backbone="resnet10t", image_size=32)
     ckpt = ModelCheckpoint(dirpath=run / "checkpoints", filename="best", monitor="val/acc", mode="max")
-    L.Trainer(
-        max_epochs=2,
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        callbacks=[ckpt],
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    ).fit(model, datamodule=dm)
+    quiet_trainer(2, [ckpt], checkpoints=True).fit(model, datamodule=dm)
     return run / "checkpoints" / "best.ckpt"
 
 

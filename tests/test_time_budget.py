@@ -8,10 +8,11 @@ import lightning as L
 import pytest
 import torch
 
-from bincount.callbacks.time_budget import TimeBudget
+from bincount.callbacks.time_budget import LENGTHEN_SPARE, TimeBudget, epochs_that_fit
 from bincount.data.datamodule import BinDataModule
 from bincount.errors import BincountError
 from bincount.model.counter import CountingModel
+from helpers.trainers import quiet_trainer
 
 EPOCHS, LR = 6, 0.002
 
@@ -47,16 +48,7 @@ def fit(small_abid, out, budget, scheduler=None, ckpt_path=None, extra=()):
         backbone="resnet10t", image_size=32, optimizer=partial(torch.optim.AdamW, lr=LR), scheduler=scheduler
     )
     rates = LearningRates()
-    trainer = L.Trainer(
-        max_epochs=EPOCHS,
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[budget, rates, *extra],
-    )
+    trainer = quiet_trainer(EPOCHS, [budget, rates, *extra])
     trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)
     return trainer, rates.seen, rates.schedule
 
@@ -132,3 +124,24 @@ def test_budget_refuses_a_schedule_it_cannot_refit(small_abid, tmp_path):
         fit(small_abid, tmp_path / "tmax", TimeBudget(minutes=60), scheduler=other)
     with pytest.raises(BincountError, match="positive"):
         TimeBudget(minutes=0)
+
+
+def test_a_plan_lengthens_only_with_room_to_spare():
+    # 10 s epochs, 5 done, a plan of 16 in force: shortening needs no spare, lengthening half an epoch of it
+    assert epochs_that_fit(5, 26, 16, left_s=105, epoch_s=10) == 15  # 10.5 epochs fit: one fewer at once
+    assert epochs_that_fit(5, 26, 16, left_s=115, epoch_s=10) == 16  # 11.5 fit: the plan stands
+    assert epochs_that_fit(5, 26, 16, left_s=120 + 10 * LENGTHEN_SPARE - 1, epoch_s=10) == 16  # 12 fit, no spare
+    assert epochs_that_fit(5, 26, 16, left_s=120 + 10 * LENGTHEN_SPARE, epoch_s=10) == 17
+    # never fewer than done, never more than configured, and all of them where nothing was measured
+    assert epochs_that_fit(5, 26, 16, left_s=-50, epoch_s=10) == 5
+    assert epochs_that_fit(5, 26, 16, left_s=1e6, epoch_s=10) == 26
+    assert epochs_that_fit(0, 26, 26, left_s=100, epoch_s=0) == 26
+    # a plan on the edge, the epochs left (left_s / per_epoch_s) around a whole number: without a spare it would
+    # flip 16 -> 17 -> 16 -> 17 -> 16, moving the learning rate each time; with one it stands
+    edge = [(5, 11.2), (6, 11.1), (7, 9.9), (8, 9.1), (9, 7.9)]
+    assert [done + math.floor(epochs) for done, epochs in edge] == [16, 17, 16, 17, 16]
+    plans, planned = [], 16
+    for done, epochs in edge:
+        planned = epochs_that_fit(done, 26, planned, left_s=10 * epochs, epoch_s=10)
+        plans.append(planned)
+    assert plans == [16] * 5
