@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
 
 import lightning as L
 import psutil
@@ -36,24 +35,17 @@ STARTUP_S = 120.0  # a process older than this when the budget is created is not
 LENGTHEN_SPARE = 0.5
 
 
-def epochs_that_fit(
-    done: int, configured: int, planned: int, left_s: float, epoch_s: float | Callable[[int, int], float]
-) -> int:
-    """The epochs to train in all: ``done`` so far and as many more as fit in ``left_s``, never fewer than
-    ``done``, never more than ``configured``. ``epoch_s``: seconds an epoch takes, or a function of (epoch,
-    epochs in the run) where epochs differ (progressive resizing). More than ``planned`` (the plan in force) only
+def epochs_that_fit(done: int, configured: int, planned: int, left_s: float, epoch_s: float) -> int:
+    """The epochs to train in all: ``done`` so far and as many more of ``epoch_s`` seconds as fit in ``left_s``,
+    never fewer than ``done``, never more than ``configured``. More than ``planned`` (the plan in force) only
     where ``LENGTHEN_SPARE`` of an epoch is left over, so a plan near the edge does not go back and forth."""
-    seconds = epoch_s if callable(epoch_s) else lambda epoch, epochs: epoch_s
-    if seconds(done, configured) <= 0:
+    if epoch_s <= 0:
         return configured
-    fits = done
-    for epochs in range(done + 1, configured + 1):
-        need = sum(seconds(e, epochs) for e in range(done, epochs))
-        if epochs > planned:
-            need += LENGTHEN_SPARE * seconds(epochs - 1, epochs)
-        if need <= left_s:
-            fits = epochs
-    return fits
+    spare = left_s / epoch_s
+    fits = done + math.floor(spare)
+    if fits > planned:
+        fits = max(planned, done + math.floor(spare - LENGTHEN_SPARE))
+    return min(configured, max(done, fits))
 
 
 class TimeBudget(L.Callback):
@@ -83,10 +75,8 @@ class TimeBudget(L.Callback):
         self._timed: list[float] = []
         self._val_started: float | None = None
         self._last_end = 0.0  # when the last validation of fitting ended
-        # epochs after the first: (training at the full size, validation) seconds, checkpoints with the training
-        self._epoch_s: list[tuple[float, float]] = []
-        # the plan: seconds of an epoch (its training at the full size, its validation, both), of the evaluation
-        # after fit, and from the start to the first decision
+        self._epoch_s: list[float] = []  # whole epochs after the first, validation and checkpoints included
+        # the plan: seconds per epoch, seconds of evaluation after fit, seconds from start to the first decision
         self.plan: dict[str, float] | None = None
 
     @property
@@ -137,49 +127,30 @@ class TimeBudget(L.Callback):
         if not self.active or trainer.state.fn != TrainerFn.FITTING or trainer.sanity_checking:
             return
         now = time.time()
-        val_s = now - self._val_started
-        # training time scales with the pixels of the epoch's size (progressive resizing), validation's does not
-        scale = self._pixels(trainer, trainer.current_epoch, trainer.fit_loop.max_epochs)
         if self.plan is None:  # epoch 0: its steady steps and its validation, planned on slower epochs
+            val_s = now - self._val_started
             stamps = self._timed[self.warmup_batches :] if len(self._timed) > self.warmup_batches + 2 else self._timed
             per_batch = (stamps[-1] - stamps[0]) / max(len(stamps) - 1, 1) if len(stamps) > 1 else 0.0
             splits = getattr(trainer.datamodule, "splits", None) or {}
             n_val, n_test = len(splits.get("val", [])), len(splits.get("test", []))
             views = len(TTA_VIEWS.get(pl_module.hparams.get("tta", "none"), (None,)))
             self.plan = {
-                # an epoch's training at the full image size, and its validation
-                "train_s": per_batch * trainer.num_training_batches / scale * SLOW_EPOCH,
-                "val_s": val_s * SLOW_EPOCH,
+                "per_epoch_s": (per_batch * trainer.num_training_batches + val_s) * SLOW_EPOCH,
                 # calibration (every validation image in every view) and the test (every test image in every view)
                 "after_fit_s": val_s * views * (1.0 + (n_test / n_val if n_val else 1.0)),
                 "decided_s": now - self.start,
             }
-        else:  # later epochs: the mean of the whole epochs measured so far (checkpoints go with the training)
-            self._epoch_s.append(((self._val_started - self._last_end) / scale, val_s))
-            self.plan["train_s"] = sum(t for t, _ in self._epoch_s) / len(self._epoch_s) * REPLAN_SLACK
-            self.plan["val_s"] = sum(v for _, v in self._epoch_s) / len(self._epoch_s) * REPLAN_SLACK
-        self.plan["per_epoch_s"] = self.plan["train_s"] + self.plan["val_s"]
+        else:  # later epochs: the mean of the whole epochs measured so far
+            self._epoch_s.append(now - self._last_end)
+            self.plan["per_epoch_s"] = sum(self._epoch_s) / len(self._epoch_s) * REPLAN_SLACK
         self._last_end = now
         self._replan(trainer, now)
-
-    @staticmethod
-    def _pixels(trainer: L.Trainer, epoch: int, epochs: int) -> float:
-        """Epoch ``epoch``'s training pixels as a share of the full size's: 1 unless the data module's
-        ``train_size`` grows by epoch."""
-        dm = trainer.datamodule
-        if not hasattr(dm, "train_size") or not getattr(dm, "image_size", None):
-            return 1.0
-        return (dm.train_size(epoch, epochs) / dm.image_size) ** 2
 
     def _replan(self, trainer: L.Trainer, now: float) -> None:
         done, configured, planned = trainer.current_epoch + 1, self.configured, trainer.fit_loop.max_epochs
         left = self.deadline - now - self.plan["after_fit_s"] - self.margin_s
-        per_epoch, train_s, val_s = self.plan["per_epoch_s"], self.plan["train_s"], self.plan["val_s"]
-
-        def seconds(epoch: int, epochs: int) -> float:
-            return train_s * self._pixels(trainer, epoch, epochs) + val_s
-
-        epochs = int(trainer.strategy.broadcast(epochs_that_fit(done, configured, planned, left, seconds), src=0))
+        per_epoch = self.plan["per_epoch_s"]
+        epochs = int(trainer.strategy.broadcast(epochs_that_fit(done, configured, planned, left, per_epoch), src=0))
         first = self.epochs is None
         self.epochs = epochs
         if first and epochs >= configured:

@@ -39,25 +39,6 @@ def _inside(path: str, folder: str) -> bool:
     return Path(path).is_relative_to(Path(folder))
 
 
-def _progressive(setting: Mapping | None, image_size: int) -> dict | None:
-    """``data.progressive`` checked: null, or ``from_size`` (8 px up to, not including, ``image_size``) and
-    ``ramp`` (two shares of the epochs, 0 <= start <= end <= 1)."""
-    if not setting:
-        return None
-    unknown = set(setting) - {"from_size", "ramp"}
-    ramp = setting.get("ramp", (0.0, 1.0))
-    try:
-        low, (start, end) = int(setting["from_size"]), (float(r) for r in ramp)
-    except (KeyError, TypeError, ValueError):
-        low, start, end = 0, -1.0, -1.0
-    if unknown or not 8 <= low < image_size or not 0.0 <= start <= end <= 1.0:
-        raise BincountError(
-            f"data.progressive: expected {{from_size: 8 px up to data.image_size ({image_size}), ramp: [start, end] "
-            f"with 0 <= start <= end <= 1, shares of the epochs}}, got {dict(setting)!r}"
-        )
-    return {"from_size": low, "ramp": (start, end)}
-
-
 class UnpaddedDistributedSampler(DistributedSampler):
     """Evaluation under DDP: every image on exactly one rank. Lightning's default sampler pads the
     split to a multiple of the world size, so some images would be counted twice in test metrics."""
@@ -98,7 +79,6 @@ class BinDataModule(L.LightningDataModule):
         eval_crop_pct: float = 1.0,
         check_images: bool = True,
         in_memory: bool = False,
-        progressive: Mapping | None = None,
         output_dir: str | None = None,
         download_to: str | None = None,
         fixed_split: Sequence[SplitRow] | None = None,
@@ -133,8 +113,6 @@ class BinDataModule(L.LightningDataModule):
         self.image_size, self.batch_size, self.num_workers = image_size, batch_size, num_workers
         self.pin_memory, self.augment, self.eval_crop_pct = pin_memory, dict(augment or {}), eval_crop_pct
         self.check_images, self.in_memory, self.output_dir = check_images, in_memory, output_dir
-        self.progressive = _progressive(progressive, image_size)
-        self._train_size = image_size  # the size training batches are resized to now (progressive: per epoch)
         self.download_to = download_to
         # the split of a run being resumed (train(cfg) passes it): it overrides split, seed and manifest
         self.fixed_split = [tuple(row) for row in fixed_split] if fixed_split is not None else None
@@ -199,28 +177,6 @@ class BinDataModule(L.LightningDataModule):
         if self.in_memory and not self.packed:
             used = [r for s in SPLITS for r in self.splits.get(s, [])]
             self.memory = (decode_in_memory(used, self.image_size), {r.id: i for i, r in enumerate(used)})
-        if self.progressive and not self.batched:
-            raise BincountError(
-                "data.progressive: training sizes that grow by epoch need whole-batch augmentation: set "
-                "data.in_memory=true or use a packed data.root (`bincount prepare`)"
-            )
-
-    def train_size(self, epoch: int, epochs: int) -> int:
-        """The image size epoch ``epoch`` (from 0) of ``epochs`` trains at: ``image_size``, or with ``progressive``
-        (progressive resizing, as in FFCV's ResNet recipes and EfficientNetV2), ``from_size`` until ``ramp[0]`` of
-        the epochs, then linearly larger, in steps of 8 px, up to ``image_size`` from ``ramp[1]`` of them on.
-        Validation, test and serving always see ``image_size``."""
-        if not self.progressive:
-            return self.image_size
-        start, end = self.progressive["ramp"]
-        at = epoch / max(epochs - 1, 1)
-        if at >= end:
-            return self.image_size
-        low = self.progressive["from_size"]
-        if at <= start:
-            return low
-        size = low + (self.image_size - low) * (at - start) / (end - start)
-        return min(self.image_size, max(low, 8 * round(size / 8)))
 
     def class_of(self, record: BinRecord) -> int:
         """A record's class index (its count's, with every count above K in the overflow class, answered or
@@ -362,11 +318,6 @@ class BinDataModule(L.LightningDataModule):
             return batch
         x, y = batch
         training = self.trainer is not None and self.trainer.training
-        if training and self.progressive:
-            size = self.train_size(self.trainer.current_epoch, self.trainer.max_epochs)
-            if size != self._train_size:
-                log.info("data.progressive: epoch %d trains at %d px", self.trainer.current_epoch, size)
-                self._train_size = self.batch_transforms["train"].image_size = size
         return self.batch_transforms["train" if training else "eval"](x), y
 
     def train_dataloader(self) -> DataLoader:
