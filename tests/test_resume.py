@@ -101,6 +101,23 @@ def test_the_resume_command_goes_on_in_the_run_folder(dev224, tmp_path):
     assert "ckpt_path" in (run / ".hydra" / "overrides.yaml").read_text()
 
 
+def test_a_resume_with_more_epochs_refits_the_cosine_to_end_there(dev224, tmp_path):
+    folder = make_abid_slice(dev224, tmp_path / "abid", ids_by_count(dev224, 6))
+    run = tmp_path / "run"
+    cosine = [
+        "model.optimizer.lr=0.01",
+        "model.scheduler={_target_:torch.optim.lr_scheduler.CosineAnnealingLR,_partial_:true,T_max:${trainer.max_epochs}}",
+    ]
+    _train(run, folder, *cosine, "trainer.max_epochs=2", "test=false")
+    _train(run, folder, *cosine, "trainer.max_epochs=4", "test=false", f"ckpt_path={run}/checkpoints/last.ckpt")
+    last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    schedule = last["lr_schedulers"][0]
+    # the cosine of the first 2 epochs restored as it was would have climbed back to 0.01 by step 4 (its period
+    # is 2 x T_max), ending the run at the full rate; refitted, it ends at 0 after epoch 4
+    assert schedule["T_max"] == 4 and schedule["last_epoch"] == 4
+    assert last["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(0.0, abs=1e-9)
+
+
 def test_last_ckpt_is_the_last_epoch_even_when_it_is_not_the_best(dev224, tmp_path):
     """Best checkpoints are considered every 2 epochs here, so the third saves none: last.ckpt must still
     hold it (Lightning 2.6's own save_last copy would stay at epoch 2, and a resume would redo the third)."""

@@ -20,6 +20,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from torch.optim.lr_scheduler import CosineAnnealingLR
 
 from bincount.errors import BincountError
+from bincount.model.schedules import refit_cosine
 from bincount.model.views import TTA_VIEWS
 
 log = logging.getLogger(__name__)
@@ -177,7 +178,7 @@ class TimeBudget(L.Callback):
             trainer.should_stop = True
             return
         for config in trainer.lr_scheduler_configs:
-            self._refit_cosine(config.scheduler, epochs)
+            refit_cosine(config.scheduler, epochs)
         log.info(
             "time budget: %.0f min fit %d of the %d epochs (~%.0f s each, %.0f s of evaluation after); the cosine "
             "schedule now ends at epoch %d",
@@ -188,12 +189,3 @@ class TimeBudget(L.Callback):
             self.plan["after_fit_s"],
             epochs,
         )
-
-    @staticmethod
-    def _refit_cosine(scheduler: CosineAnnealingLR, epochs: int) -> None:
-        """``T_max`` = ``epochs``, and every group's learning rate set to the schedule's closed form at the step
-        it has taken (one per epoch trained), from which its recursive updates go on."""
-        scheduler.T_max = epochs
-        step = scheduler.last_epoch
-        for group, base in zip(scheduler.optimizer.param_groups, scheduler.base_lrs, strict=True):
-            group["lr"] = scheduler.eta_min + (base - scheduler.eta_min) * (1 + math.cos(math.pi * step / epochs)) / 2

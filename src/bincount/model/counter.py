@@ -10,11 +10,13 @@ import lightning as L
 import timm
 import torch
 import torch.nn.functional as F
+from torch.optim.lr_scheduler import CosineAnnealingLR
 
 from bincount.counts import CountClasses
 from bincount.errors import BincountError
 from bincount.model.losses import count_loss
 from bincount.model.metrics import CountMetrics
+from bincount.model.schedules import refit_cosine
 from bincount.model.views import (
     averaged_logits,
     check_tta,
@@ -320,6 +322,21 @@ class CountingModel(L.LightningModule):
                 "test/rmse, test/mae, test/off_by_one": f"over the test/exact_bins bins whose true and predicted "
                 f"classes are both exact counts (neither is {self.counts.names[-1]})"
             }
+
+    def on_train_start(self) -> None:
+        """A resumed run restores its schedule's state, ``T_max`` included. Resumed with more epochs than it was
+        trained for (``T_max`` = ``trainer.max_epochs`` in its config), a cosine would climb back to the full rate
+        and end there; it is refitted to end at the epochs in force, as if configured so from the start. (After
+        the callbacks' hook: a time budget that keeps its cut on a resume has set those epochs already.)"""
+        configured = getattr(self.scheduler_factory, "keywords", {}).get("T_max")
+        epochs = self.trainer.max_epochs
+        for config in self.trainer.lr_scheduler_configs:
+            s = config.scheduler
+            if isinstance(s, CosineAnnealingLR) and config.interval == "epoch" and configured == epochs != s.T_max:
+                log.info(
+                    "resumed with %d epochs: the cosine schedule of %d epochs now ends at %d", epochs, s.T_max, epochs
+                )
+                refit_cosine(s, epochs)
 
     def configure_optimizers(self):
         factory = self.optimizer_factory or (lambda params: torch.optim.Adam(params, lr=1e-3))
