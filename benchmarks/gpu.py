@@ -23,7 +23,8 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from benchmarks.common import Batches, Row, Skipped, StepClock, median, timed
+from benchmarks.clock import StepClock
+from benchmarks.common import Batches, Row, Skipped, median, timed
 from benchmarks.loader import packed_copy
 from bincount.data.datamodule import BinDataModule
 from bincount.data.gpu_augment import train_batch_transform

@@ -13,7 +13,8 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from benchmarks.common import Batches, Row, StepClock, interleaved, median
+from benchmarks.clock import StepClock
+from benchmarks.common import Batches, Row, interleaved, median
 from bincount.model.counter import CountingModel
 from bincount.monitor.system import cpu_bf16
 
