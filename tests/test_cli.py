@@ -97,3 +97,31 @@ def test_scan_on_real_abid(abid, capsys):
     assert main(["scan", str(abid / "raw"), "--classes", "1..5", "--no-check"]) == 0
     out = capsys.readouterr().out
     assert '"count not in classes": 372' in out and '"images": 627' in out
+
+
+def test_a_missing_extra_is_named_in_one_line(counter_ckpt, tmp_path, monkeypatch, capsys):
+    """`setup.sh core` installs no extra: `bincount export --onnx` without onnx says which extra to install
+    (torch's own error wraps Python's ModuleNotFoundError; None in sys.modules is how Python marks a module
+    that cannot be imported)."""
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    assert main(["export", str(counter_ckpt), "--out", str(tmp_path / "model"), "--onnx"]) == 2
+    assert "pip install 'bincount[onnx]'" in capsys.readouterr().err
+
+
+def test_missing_extras_are_explained_and_other_missing_modules_are_not(monkeypatch):
+    from lightning_utilities.core.imports import RequirementCache
+
+    from bincount.errors import explain
+
+    # Lightning's WandbLogger without wandb raises ModuleNotFoundError(str(RequirementCache(...)))
+    lightning_style = ModuleNotFoundError(str(RequirementCache("wandb>=999")))
+    assert "pip install 'bincount[wandb]'" in explain(lightning_style)
+    monkeypatch.setitem(sys.modules, "sagemaker", None)  # as if not installed
+    with pytest.raises(ImportError) as missing:
+        importlib.import_module("sagemaker.utils")
+    wrapped = RuntimeError("the launcher failed")
+    wrapped.__cause__ = missing.value
+    assert "pip install 'bincount[sagemaker]'" in explain(wrapped)
+    with pytest.raises(ImportError) as other:
+        importlib.import_module("no_such_package_anywhere")
+    assert explain(other.value) is None  # not an extra of bincount: a genuine bug keeps its traceback
