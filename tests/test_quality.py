@@ -18,6 +18,7 @@ from bincount.callbacks.ema import debiased_ema
 from bincount.data.gpu_augment import eval_batch_transform, geometry
 from bincount.data.images import load_rgb
 from bincount.data.packed import RowsDataset
+from bincount.data.sources import find_images, known_counts
 from bincount.data.transforms import eval_transform
 from bincount.inventory import (
     AUDIT,
@@ -31,9 +32,16 @@ from bincount.inventory import (
     reconcile,
     summarize,
 )
-from bincount.model.views import TTA_VIEWS, averaged_logits, expected_calibration_error, fit_temperature, view
+from bincount.model.views import (
+    TTA_VIEWS,
+    averaged_logits,
+    expected_calibration_error,
+    fit_temperature,
+    reliability_bins,
+    view,
+)
 from bincount.paths import PROJECT_ROOT
-from bincount.predict import Prediction
+from bincount.predict import Prediction, predict_images, split_ids
 from bincount.serve.predictor import load_predictor
 from bincount.training import train
 from conftest import CONF_DIR, TINY, compose_cfg
@@ -317,6 +325,26 @@ def test_bf16_training_on_the_cpu_keeps_fp32_weights(small_abid, tmp_path):
     assert math.isfinite(m["test/ece"]) and math.isfinite(m["test/rmse"])
     state = torch.load(tmp_path / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
     assert {t.dtype for t in state["state_dict"].values() if t.is_floating_point()} == {torch.float32}
+    # the test figures are the served model's: bincount predict (fp32, no autocast) on the same test bins
+    # gives the same confidences, to fp32 rounding (~1e-8 here; bf16 logits moved them by ~1e-5 after one
+    # epoch, more on a trained model)
+    ckpt = tmp_path / "checkpoints" / "best.ckpt"
+    wanted = split_ids(ckpt, "test")
+    served, skipped = predict_images(
+        load_predictor(ckpt),
+        [p for p in find_images([str(small_abid)]).images if p.stem in wanted],
+        known_counts([str(small_abid)]),
+    )
+    assert not skipped and len(served) == m["test/images"]
+    probabilities = torch.tensor([list(p.probabilities.values()) for p in served])
+    labels = torch.tensor([p.classes.index(p.true_count) for p in served])
+    assert expected_calibration_error(probabilities, labels) == pytest.approx(m["test/ece"], abs=1e-6)
+    ours, reported = reliability_bins(probabilities, labels), m["test/reliability"]
+    assert [b["images"] for b in ours] == [b["images"] for b in reported]
+    filled = [i for i, b in enumerate(ours) if b["images"]]
+    assert [ours[i]["confidence"] for i in filled] == pytest.approx(
+        [reported[i]["confidence"] for i in filled], abs=1e-6
+    )
 
 
 @pytest.mark.slow  # ~45 s: the benchmark process and two training processes

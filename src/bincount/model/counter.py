@@ -176,8 +176,12 @@ class CountingModel(L.LightningModule):
         self.hparams.temperature = float(value)
 
     def evaluation_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits as evaluated and served, before the temperature: averaged over the test-time views."""
-        return averaged_logits(self, x, self.hparams.tta)
+        """Logits as evaluated and served, before the temperature: averaged over the test-time views, in
+        the weights' own precision. Serving (bincount predict, serve, ONNX) runs the fp32 weights without
+        autocast, so testing and calibration do too: a run trained in bf16 autocast reports, and fits its
+        temperature on, the logits it will serve (in bf16 the test accuracy moved by an image in 513)."""
+        with torch.autocast(self.device.type, enabled=False):
+            return averaged_logits(self, x, self.hparams.tta)
 
     def calibrated_logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.evaluation_logits(x) / self.temperature
