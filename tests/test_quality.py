@@ -254,6 +254,33 @@ def test_auto_verified_records_hold_the_target_precision_on_corrupted_records():
     assert sum(s["reasons"].values()) == len(decisions) == 3000
 
 
+def test_the_surest_quarter_is_ranked_by_the_record_probability():
+    """The benchmark's ranking figure: records right among the bins the record-aware rule is surest of;
+    a record the model cannot make ranks last, whatever its photo."""
+    from benchmarks.quality import surest_share_precision
+
+    def leaning(p_record, record):  # the photo's probability on the record, the rest spread evenly
+        return {c: p_record if c == record else (1 - p_record) / 4 for c in (1, 2, 3, 4, 5)}
+
+    bins = [  # (probability on the record, record, true count), surest first
+        (0.95, 3, 3),
+        (0.9, 2, 2),
+        (0.85, 4, 5),  # a confident photo agreeing with a wrong record
+        (0.4, 1, 1),
+        (0.3, 5, 5),
+        (0.05, 2, 2),
+        (0.99, 12, 5),  # outside the model's counts
+        (0.99, 0, 1),
+    ]
+    predictions = [_prediction(str(i), leaning(q, min(max(r, 1), 5)), t) for i, (q, r, t) in enumerate(bins)]
+    records = [r for _, r, _ in bins]
+    model = RecordModel(0.2)
+    assert surest_share_precision(model, predictions, records, 0.25) == 1.0
+    assert surest_share_precision(model, predictions, records, 0.5) == 0.75
+    assert surest_share_precision(model, predictions, records, 0.75) == round(5 / 6, 4)
+    assert surest_share_precision(model, predictions, records, 0.1) is None
+
+
 # -- every recipe ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_recipe_runs_a_real_training_step(experiment, small_abid, tmp_path):
