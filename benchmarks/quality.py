@@ -170,7 +170,7 @@ def aggregate(runs: list[dict]) -> dict:
     summary["wall_seconds"] = spread_of([r["wall_seconds"] for r in runs])
     for rule in ("record_aware", "photo_only"):
         summary[f"reconcile/{rule}"] = {
-            k: spread_of([r["reconcile"][rule].get(k) for r in runs])
+            k: spread_of([r["reconcile"][rule][k] for r in runs])
             for k in ("auto_verified_share", "auto_verified_precision", "wrong_records_caught")
         }
     summary["reconcile/record_aware"]["surest_quarter_precision"] = spread_of(

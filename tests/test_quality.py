@@ -350,12 +350,12 @@ def test_bf16_training_on_the_cpu_keeps_fp32_weights(small_abid, tmp_path):
     m = json.loads((tmp_path / "metrics.json").read_text())
     assert m["test/images"] == m["data"]["images"]["test"] > 0
     assert math.isfinite(m["test/ece"]) and math.isfinite(m["test/rmse"])
-    state = torch.load(tmp_path / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
+    ckpt = tmp_path / "checkpoints" / "best.ckpt"
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
     assert {t.dtype for t in state["state_dict"].values() if t.is_floating_point()} == {torch.float32}
     # the test figures are the served model's: bincount predict (fp32, no autocast) on the same test bins
     # gives the same confidences, to fp32 rounding (~1e-8 here; bf16 logits moved them by ~1e-5 after one
     # epoch, more on a trained model)
-    ckpt = tmp_path / "checkpoints" / "best.ckpt"
     wanted = split_ids(ckpt, "test")
     served, skipped = predict_images(
         load_predictor(ckpt),
