@@ -5,7 +5,9 @@ mean and spread of what a warehouse feels.
     python -m benchmarks quality --recipes quickstart,cpu_hour --seeds 1,2,3
     python -m benchmarks quality --smoke                          # tiny: checks the whole chain runs (CI)
 
-Each run is the user's own command (``python train.py experiment=R seed=S data.root=DIR``) in a subprocess,
+Each run is the user's own command (``python train.py experiment=R seed=S data.root=DIR``) in a subprocess
+(a recipe that names its own folders, as ``cpu_hour`` does dev-224 and over5-224, keeps them, found beside
+``--data``: ``paths.shared_abid=DIR/..``),
 timed end to end, writing its usual run folder under ``--runs``; a folder that already holds a finished run
 of the same recipe and seed is read, not trained again (``--retrain`` forces it). Then, from the run's best
 checkpoint: test accuracy, RMSE, MAE, off-by-one, per-count accuracy and ECE before and after calibration
@@ -53,7 +55,22 @@ FIGURES = (
 )
 
 
-def train_run(recipe: str, seed: int, data: Path, run_dir: Path, extra: list[str], retrain: bool) -> dict:
+def recipe_data(recipe: str, data: Path, extra: list[str]) -> tuple[list[str], list[Path]]:
+    """The overrides that point a recipe's runs at the data, and the folders they will read. A recipe that
+    reads the default data folder reads ``data``; one that names its own folders (``cpu_hour``: dev-224 and
+    over5-224 of the shared ABID copy) keeps them, taken from ``data``'s parent, so that passing
+    ``data.root=DIR`` cannot silently drop the folders the recipe is made of."""
+    from bincount.config import compose
+
+    base = [f"experiment={recipe}", f"paths.root_dir={PROJECT_ROOT}", *extra]
+    cfg = compose("train", base)
+    own = cfg.data.root != cfg.paths.data_dir
+    overrides = [f"paths.shared_abid={data.parent}"] if own else [f"data.root={data}"]
+    root = compose("train", base + overrides).data.root
+    return overrides, [Path(r) for r in ([root] if isinstance(root, str) else root)]
+
+
+def train_run(recipe: str, seed: int, data: list[str], run_dir: Path, extra: list[str], retrain: bool) -> dict:
     """Train (or reuse) one run; its metrics.json plus the wall time of the command."""
     metrics_path = run_dir / "metrics.json"
     stamp = run_dir / "quality_run.json"
@@ -68,7 +85,7 @@ def train_run(recipe: str, seed: int, data: Path, run_dir: Path, extra: list[str
         "train.py",
         f"experiment={recipe}",
         f"seed={seed}",
-        f"data.root={data}",
+        *data,
         f"hydra.run.dir={run_dir}",
         "callbacks.rich_progress_bar=null",
         *extra,
@@ -108,7 +125,7 @@ def surest_share_precision(model, predictions: list, records: list[int], share: 
     return round(sum(right for _, right in top) / len(top), 4) if top else None
 
 
-def reconcile_figures(run_dir: Path, data: Path, rate: float, spread: int, target: float, seed: int) -> dict:
+def reconcile_figures(run_dir: Path, roots: list[Path], rate: float, spread: int, target: float, seed: int) -> dict:
     """Decide every test bin against corrupted records, with and without the record as evidence."""
     from bincount.data.sources import find_images, known_counts
     from bincount.inventory import Expected, RecordModel, calibrate, choose_record_threshold, reconcile, summarize
@@ -117,7 +134,8 @@ def reconcile_figures(run_dir: Path, data: Path, rate: float, spread: int, targe
 
     ckpt = run_dir / "checkpoints" / "best.ckpt"
     predictor = load_predictor(ckpt)
-    images, truth = find_images([str(data)]).images, known_counts([str(data)])
+    sources = [str(r) for r in roots]
+    images, truth = find_images(sources).images, known_counts(sources)
     by_split = {}
     for split in ("val", "test"):
         wanted = split_ids(ckpt, split)
@@ -217,7 +235,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks quality", description=__doc__.splitlines()[0])
     p.add_argument("--recipes", default="quickstart", help="comma-separated experiment names")
     p.add_argument("--seeds", default="1,2,3", help="comma-separated training seeds (the split is fixed)")
-    p.add_argument("--data", type=Path, default=shared_abid() / "dev-224", help="ABID-layout folder")
+    p.add_argument(
+        "--data",
+        type=Path,
+        default=shared_abid() / "dev-224",
+        help="ABID-layout folder (a recipe naming its own folders takes them from beside it)",
+    )
     p.add_argument(
         "--runs",
         type=Path,
@@ -254,11 +277,13 @@ def main(argv: list[str] | None = None) -> int:
     }
     for recipe in recipes:
         runs = []
+        pointing, roots = recipe_data(recipe, args.data, extra)
+        print(f"  {recipe} reads {', '.join(map(str, roots))}", file=sys.stderr, flush=True)
         for seed in seeds:
             run_dir = args.runs / recipe / f"seed{seed}"
-            metrics = train_run(recipe, seed, args.data, run_dir, extra, args.retrain)
+            metrics = train_run(recipe, seed, pointing, run_dir, extra, args.retrain)
             recon = reconcile_figures(
-                run_dir, args.data, args.record_error_rate, args.record_error_spread, args.target_precision, seed
+                run_dir, roots, args.record_error_rate, args.record_error_spread, args.target_precision, seed
             )
             runs.append(
                 {
@@ -287,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
                 flush=True,
             )
-        result["recipes"][recipe] = {"runs": runs, "summary": aggregate(runs)}
+        result["recipes"][recipe] = {"data": [str(r) for r in roots], "runs": runs, "summary": aggregate(runs)}
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(result, indent=2))
     result["machine"]["load_average_end"] = machine()["load_average"]

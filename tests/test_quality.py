@@ -374,6 +374,22 @@ def test_bf16_training_on_the_cpu_keeps_fp32_weights(small_abid, tmp_path):
     )
 
 
+def test_quality_benchmark_keeps_the_folders_a_recipe_is_made_of(tmp_path):
+    """The benchmark points a recipe reading the default folder at --data, and one naming its own folders
+    (cpu_hour: dev-224 and over5-224) at those beside --data: a data.root=DIR for every recipe had trained
+    cpu_hour without its 2,341 bins of more than five items."""
+    from benchmarks.quality import recipe_data
+
+    data = tmp_path / "abid" / "dev-224"
+    assert recipe_data("quickstart", data, []) == ([f"data.root={data}"], [data])
+    pointing, roots = recipe_data("cpu_hour", data, [])
+    assert pointing == [f"paths.shared_abid={data.parent}"]
+    assert roots == [data, data.parent / "over5-224"]
+    # the user's own data.root still wins, and is what the reconcile figures read
+    mine = tmp_path / "mine"
+    assert recipe_data("cpu_hour", data, [f"data.root={mine}"])[1] == [mine]
+
+
 @pytest.mark.slow  # ~45 s: the benchmark process and two training processes
 def test_quality_benchmark_runs_in_smoke_mode(abid, tmp_path):
     out = tmp_path / "quality.json"
