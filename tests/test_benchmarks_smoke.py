@@ -35,6 +35,7 @@ def test_every_benchmark_runs_in_smoke_mode(abid, tmp_path):
         "trainer overhead",
         "CPU precision, quick start's model",
         "weight averaging, quick start's model",
+        "memory layout, quick start's model",
         "inference batch 1 p50",
         "inference batch 1 p99",
     } <= names
