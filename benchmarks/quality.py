@@ -62,6 +62,7 @@ def recipe_data(recipe: str, data: Path, extra: list[str]) -> tuple[list[str], l
     ``data.root=DIR`` cannot silently drop the folders the recipe is made of."""
     from bincount.config import compose
 
+    data = data.absolute()  # the runs start in the project root, wherever the benchmark was started
     base = [f"experiment={recipe}", f"paths.root_dir={PROJECT_ROOT}", *extra]
     cfg = compose("train", base)
     own = cfg.data.root != cfg.paths.data_dir
@@ -70,8 +71,9 @@ def recipe_data(recipe: str, data: Path, extra: list[str]) -> tuple[list[str], l
     return overrides, [Path(r) for r in ([root] if isinstance(root, str) else root)]
 
 
-def train_run(recipe: str, seed: int, data: list[str], run_dir: Path, extra: list[str], retrain: bool) -> dict:
-    """Train (or reuse) one run; its metrics.json plus the wall time of the command."""
+def train_run(recipe: str, seed: int, pointing: list[str], run_dir: Path, extra: list[str], retrain: bool) -> dict:
+    """Train (or reuse) one run, pointed at its data by ``pointing`` (``recipe_data``); its metrics.json plus the
+    wall time of the command."""
     metrics_path = run_dir / "metrics.json"
     stamp = run_dir / "quality_run.json"
     if not retrain and metrics_path.is_file():
@@ -85,7 +87,7 @@ def train_run(recipe: str, seed: int, data: list[str], run_dir: Path, extra: lis
         "train.py",
         f"experiment={recipe}",
         f"seed={seed}",
-        *data,
+        *pointing,
         f"hydra.run.dir={run_dir}",
         "callbacks.rich_progress_bar=null",
         *extra,
