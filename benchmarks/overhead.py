@@ -187,8 +187,7 @@ def memory_format_row(smoke: bool) -> Row:
     """The quick start's Trainer steps as it trains on this CPU (ResNet-10-T, 32 images, bf16 autocast at 96 px
     where the CPU has bf16 instructions, fp32 at 64 px elsewhere) in the default (NCHW) memory layout against
     channels_last (NHWC, ``model.channels_last``), which oneDNN's convolutions prefer on x86."""
-    bf16 = cpu_bf16()
-    precision, size = ("bf16-mixed", 96) if bf16 else ("32-true", 64)
+    precision, size = ("bf16-mixed", 96) if cpu_bf16() else ("32-true", 64)
     size, batch, steps, warmup, rounds = (32, 8, 6, 2, 1) if smoke else (size, 32, 25, 5, 4)
     models = {}
     for layout in ("nchw", "channels_last"):
