@@ -256,6 +256,9 @@ def test_the_serve_command_serves_an_exported_model_until_interrupted(counter_ck
         ],
         stdout=subprocess.PIPE,
         text=True,
+        # SIGINT ignored, as in a script's `&` job (the whole suite started so hung here for 60 s): Ctrl-C must
+        # stop the server all the same
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
     try:
         assert "serving" in proc.stdout.readline()  # printed once the socket listens

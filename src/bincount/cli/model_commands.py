@@ -145,6 +145,7 @@ def _export(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     import os
+    import signal
 
     from bincount.serve.batching import BatchingPredictor
     from bincount.serve.predictor import load_predictor
@@ -162,6 +163,9 @@ def _serve(args: argparse.Namespace) -> int:
         "GET /ping, POST /invocations; Ctrl-C stops",
         flush=True,
     )
+    # Ctrl-C (SIGINT) stops, even where the parent ignored SIGINT (a `&` job of a script, or a test process):
+    # Python then starts without its KeyboardInterrupt handler and the server would not stop
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
