@@ -158,14 +158,14 @@ def _serve(args: argparse.Namespace) -> int:
         BatchingPredictor(model, args.max_batch, args.max_wait_ms),
         int(args.max_body_mb * 1024 * 1024),
     )
+    # set before saying it serves: Ctrl-C (SIGINT) stops even where SIGINT was ignored at start (a script's `&`
+    # job), where Python installs no KeyboardInterrupt handler and the server would not stop
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     print(
         f"serving {args.model} ({model.backend}, counts {model.counts}) on {server.url}: "
         "GET /ping, POST /invocations; Ctrl-C stops",
         flush=True,
     )
-    # Ctrl-C (SIGINT) stops, even where the parent ignored SIGINT (a `&` job of a script, or a test process):
-    # Python then starts without its KeyboardInterrupt handler and the server would not stop
-    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
