@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from bincount.counts import CountClasses
+from bincount.data.aux_targets import aux_matrix, check_aux_targets
 from bincount.data.dataset import BinImageDataset
 from bincount.data.gpu_augment import eval_batch_transform, train_batch_transform
 from bincount.data.packed import PackedDataset, RowsDataset, decode_in_memory, is_packed, keep_batch, read_packed
@@ -56,7 +57,8 @@ class BinDataModule(L.LightningDataModule):
     (``CountClasses``): bins of more than ``max(classes)`` items get the overflow class when ``overflow``
     is on, else they are left out and reported, unless ``learn_overflow``: then they still teach the network, as
     one more class of the training split only (the model never answers it; none enters validation or test, so
-    those splits are the very ones of the same classes without it). ``exclude`` (reason -> ids) leaves bins out before the
+    those splits are the very ones of the same classes without it). ``aux_targets``: names of
+    ``bincount.data.aux_targets`` whose values training batches carry as a third item. ``exclude`` (reason -> ids) leaves bins out before the
     split, each reported under its reason (eval: the bins a checkpoint trained on)."""
 
     def __init__(
@@ -83,6 +85,7 @@ class BinDataModule(L.LightningDataModule):
         download_to: str | None = None,
         fixed_split: Sequence[SplitRow] | None = None,
         exclude: Mapping[str, Sequence[str]] | None = None,
+        aux_targets: Sequence[str] = (),
     ):
         super().__init__()
         roots = [str(r) for r in root] if isinstance(root, Sequence) and not isinstance(root, str) else [root]
@@ -107,6 +110,7 @@ class BinDataModule(L.LightningDataModule):
         self.root = roots[0] if len(roots) == 1 else roots
         self.roots = roots
         self.classes = list(self.counts.exact)
+        self.aux_targets = check_aux_targets(aux_targets)
         self.exclude = {str(reason): {str(i) for i in ids} for reason, ids in (exclude or {}).items()}
         self.file_list, self.split, self.ratios, self.seed = file_list, split, list(ratios), seed
         self.manifest, self.limit_per_class = manifest, limit_per_class
@@ -275,15 +279,18 @@ class BinDataModule(L.LightningDataModule):
 
     # -- loaders ----------------------------------------------------------------------------
     def dataset(self, split: str) -> BinImageDataset | RowsDataset:
+        records = self.splits[split]
+        # auxiliary targets teach the training split only: evaluation batches stay (images, labels)
+        aux = aux_matrix(records, self.aux_targets) if self.aux_targets and split == "train" else None
         if self.packed:
-            return PackedDataset(self.root, self.splits[split], self.training_counts)
+            return PackedDataset(self.root, records, self.training_counts, aux=aux)
         if self.memory is not None:
-            return RowsDataset(*self.memory, self.splits[split], self.training_counts)
+            return RowsDataset(*self.memory, records, self.training_counts, aux=aux)
         if split == "train":
             transform = train_transform(self.image_size, **self.augment)
         else:
             transform = eval_transform(self.image_size, self.eval_crop_pct)
-        return BinImageDataset(self.splits[split], self.training_counts, transform, decode_size=self.image_size)
+        return BinImageDataset(records, self.training_counts, transform, decode_size=self.image_size, aux=aux)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         ds = self.dataset(split)
@@ -316,9 +323,9 @@ class BinDataModule(L.LightningDataModule):
         normalise them there, the whole batch at once."""
         if not self.batched:
             return batch
-        x, y = batch
+        x, *labels = batch  # the labels, and in training the auxiliary targets
         training = self.trainer is not None and self.trainer.training
-        return self.batch_transforms["train" if training else "eval"](x), y
+        return self.batch_transforms["train" if training else "eval"](x), *labels
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

@@ -1,9 +1,12 @@
-"""A torch Dataset over bin records: decodes each image and returns (tensor, class index)."""
+"""A torch Dataset over bin records: decodes each image and returns (tensor, class index), and the bin's
+auxiliary targets (bincount.data.aux_targets) where it is given them."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import numpy as np
+import torch
 from torch.utils.data import Dataset
 
 from bincount.counts import CountClasses
@@ -23,8 +26,16 @@ def class_indices(records: Sequence[BinRecord], classes: Sequence[int] | CountCl
     return labels
 
 
+def checked_aux(aux: np.ndarray | None, n: int) -> np.ndarray | None:
+    """Auxiliary targets, one row per record, or None."""
+    if aux is not None and len(aux) != n:
+        raise BincountError(f"data: {len(aux)} rows of auxiliary targets for {n} records")
+    return aux
+
+
 class BinImageDataset(Dataset):
-    """``classes``: a ``CountClasses`` (with the overflow class) or a list of exact counts."""
+    """``classes``: a ``CountClasses`` (with the overflow class) or a list of exact counts. ``aux``: a row of
+    auxiliary targets per record (``aux_matrix``), returned as a third item."""
 
     def __init__(
         self,
@@ -32,9 +43,11 @@ class BinImageDataset(Dataset):
         classes: Sequence[int] | CountClasses,
         transform: Callable,
         decode_size: int | None = None,
+        aux: np.ndarray | None = None,
     ):
         self.records = list(records)
         self.labels = class_indices(self.records, classes)
+        self.aux = checked_aux(aux, len(self.records))
         self.transform = transform
         self.decode_size = decode_size
 
@@ -43,4 +56,5 @@ class BinImageDataset(Dataset):
 
     def __getitem__(self, i: int):
         rec = self.records[i]
-        return self.transform(load_rgb(rec.image, self.decode_size)), self.labels[i]
+        x = self.transform(load_rgb(rec.image, self.decode_size))
+        return (x, self.labels[i]) if self.aux is None else (x, self.labels[i], torch.from_numpy(self.aux[i]))

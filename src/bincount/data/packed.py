@@ -24,7 +24,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from bincount.counts import CountClasses
-from bincount.data.dataset import class_indices
+from bincount.data.dataset import checked_aux, class_indices
 from bincount.data.images import load_rgb
 from bincount.data.records import (
     LISTED_ABSENT,
@@ -182,7 +182,7 @@ class RowsDataset(Dataset):
     """Rows of an ``N x S x S x 3`` uint8 array for some records. Fetched a batch at a time
     (``__getitems__``, which torch's DataLoader calls with the sampler's indices; use
     ``collate_fn=keep_batch``): returns a uint8 ``N x 3 x S x S`` tensor in channels_last memory and the
-    class indices. ``row_of`` maps a record's id to its row."""
+    class indices (and with ``aux`` each row's auxiliary targets). ``row_of`` maps a record's id to its row."""
 
     def __init__(
         self,
@@ -191,6 +191,7 @@ class RowsDataset(Dataset):
         records: Sequence[BinRecord],
         classes: Sequence[int] | CountClasses,
         source: str = "the image array",
+        aux: np.ndarray | None = None,
     ):
         missing = [r.id for r in records if r.id not in row_of]
         if missing:
@@ -199,6 +200,7 @@ class RowsDataset(Dataset):
             )
         self.rows = np.array([row_of[r.id] for r in records], dtype=np.int64)
         self.labels = np.array(class_indices(records, classes), dtype=np.int64)
+        self.aux = checked_aux(aux, len(self.rows))
         self._images = images
 
     @property
@@ -208,24 +210,31 @@ class RowsDataset(Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitems__(self, positions: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitems__(self, positions: Sequence[int]) -> tuple[torch.Tensor, ...]:
         positions = np.asarray(positions, dtype=np.int64)
         positions = positions[np.argsort(self.rows[positions], kind="stable")]  # read the file forwards
         x = torch.from_numpy(self.images[self.rows[positions]])  # N,H,W,C: a copy out of the array
-        return x.permute(0, 3, 1, 2), torch.from_numpy(self.labels[positions])
+        batch = x.permute(0, 3, 1, 2), torch.from_numpy(self.labels[positions])
+        return batch if self.aux is None else (*batch, torch.from_numpy(self.aux[positions]))
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        x, y = self.__getitems__([i])
-        return x[0], int(y[0])
+    def __getitem__(self, i: int) -> tuple:
+        x, y, *aux = self.__getitems__([i])
+        return (x[0], int(y[0]), *(a[0] for a in aux))
 
 
 class PackedDataset(RowsDataset):
     """Rows of a packed folder for some records; the file is memory-mapped lazily, in each loader worker."""
 
-    def __init__(self, root: str | Path, records: Sequence[BinRecord], classes: Sequence[int] | CountClasses):
+    def __init__(
+        self,
+        root: str | Path,
+        records: Sequence[BinRecord],
+        classes: Sequence[int] | CountClasses,
+        aux: np.ndarray | None = None,
+    ):
         index = read_index(root)
         row_of = {bin_id: i for i, bin_id in enumerate(index["ids"])}
-        super().__init__(None, row_of, records, classes, source=f"the packed folder {root}")
+        super().__init__(None, row_of, records, classes, source=f"the packed folder {root}", aux=aux)
         self.path = str(Path(root) / IMAGES_NAME)
         self.image_size = int(index["image_size"])
 

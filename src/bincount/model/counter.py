@@ -13,8 +13,9 @@ import torch.nn.functional as F
 from torch.optim.lr_scheduler import CosineAnnealingLR
 
 from bincount.counts import CountClasses
+from bincount.data.aux_targets import check_aux_targets
 from bincount.errors import BincountError
-from bincount.model.losses import count_loss
+from bincount.model.losses import count_loss, masked_smooth_l1
 from bincount.model.metrics import CountMetrics
 from bincount.model.schedules import refit_cosine
 from bincount.model.views import (
@@ -108,6 +109,8 @@ class CountingModel(L.LightningModule):
         label_smoothing: float = 0.0,
         ordinal_scale: float = 0.0,
         count_loss_weight: float = 0.0,
+        aux_targets: Sequence[str] = (),
+        aux_weight: float = 0.5,
         channels_last: bool = False,
         compile: bool = False,
         tta: str = "none",
@@ -128,7 +131,11 @@ class CountingModel(L.LightningModule):
         # what training labels: the answer set, and with learn_overflow one more class, "more than K", whose
         # logit the network learns from the bins above K but forward() drops: the model never answers it
         self.training_counts = CountClasses(classes, overflow or learn_overflow)
-        self.model = build_backbone(backbone, self.training_counts.num_classes, pretrained and not weights, drop_rate)
+        # auxiliary targets (bincount.data.aux_targets): one regression output each after the training classes'
+        # logits, trained beside them and, like the training-only class, dropped by forward(), export and serving
+        self.aux_targets = check_aux_targets(aux_targets)
+        outputs = self.training_counts.num_classes + len(self.aux_targets)
+        self.model = build_backbone(backbone, outputs, pretrained and not weights, drop_rate)
         if weights:
             load_weights(self.model, weights)
         if channels_last:
@@ -160,8 +167,9 @@ class CountingModel(L.LightningModule):
 
     def forward(self, x: torch.Tensor, all_training_classes: bool = False) -> torch.Tensor:
         """One logit per class of the answer set (``counts``); with ``all_training_classes``, one per class
-        training labels (``training_counts``: with learn_overflow, one more). Training calls it through
-        ``self(...)`` too, so module hooks (SageMaker Debugger's) see every training step."""
+        training labels (``training_counts``: with learn_overflow, one more), then one output per auxiliary
+        target. Training calls it through ``self(...)`` too, so module hooks (SageMaker Debugger's) see every
+        training step."""
         if self.hparams.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         logits = self.model(x)
@@ -191,11 +199,20 @@ class CountingModel(L.LightningModule):
         return self.count_values.to(logits.device)[logits.argmax(1)].long()
 
     def _step(self, batch, stage: str) -> torch.Tensor:
-        x, y = batch
+        x, y, *aux = batch  # training batches carry the auxiliary targets where the data module has them
         # Validation while fitting sees one view (it only ranks checkpoints); testing and calibration
         # see what is served: every test-time view.
+        aux_loss = None
         if stage == "train":
-            logits = self(x, all_training_classes=True)
+            outputs = self(x, all_training_classes=True)
+            logits = outputs[:, : self.training_counts.num_classes]
+            if self.aux_targets:
+                if not aux:
+                    raise BincountError(
+                        f"model.aux_targets={self.aux_targets}: the training batches carry no auxiliary targets; "
+                        "set data.aux_targets to the same names"
+                    )
+                aux_loss = masked_smooth_l1(outputs[:, self.training_counts.num_classes :].float(), aux[0])
         else:
             logits = self.evaluation_logits(x) if stage == "test" or self.collecting else self(x)
         if self.collecting:
@@ -203,6 +220,9 @@ class CountingModel(L.LightningModule):
         if stage == "train":
             smoothing, ordinal = self.hparams.label_smoothing, self.hparams.get("ordinal_scale", 0.0)
             loss = count_loss(logits, y, self.count_values, smoothing, ordinal)
+            if aux_loss is not None:
+                self.log("train/aux_loss", aux_loss, on_step=False, on_epoch=True, batch_size=len(y))
+                loss = loss + self.hparams.aux_weight * aux_loss
         else:  # evaluation losses stay plain cross-entropy, comparable between recipes
             loss = F.cross_entropy(logits, y)
         if self.hparams.count_loss_weight:

@@ -31,3 +31,11 @@ def count_loss(
         targets = soft_ordinal_targets(labels, positions.to(logits.device), ordinal_scale)
         return torch.sum(-targets * F.log_softmax(logits.float(), dim=1), dim=1).mean()
     return F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
+
+
+def masked_smooth_l1(predicted: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Smooth L1 between auxiliary outputs and targets, over the entries whose target is known (not NaN)."""
+    known = ~torch.isnan(targets)
+    if not known.any():
+        return predicted.sum() * 0.0  # keeps the graph (and DDP's gradient buckets) whole
+    return F.smooth_l1_loss(predicted[known], targets[known].to(predicted.dtype))

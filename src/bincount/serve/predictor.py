@@ -187,13 +187,15 @@ def export_onnx(predictor: TorchPredictor, path: str | Path) -> Path:
 
 # -- reading model files ------------------------------------------------------------------------
 def read_checkpoint(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
-    """Hyper-parameters and backbone state dict of a Lightning checkpoint written by train.py; the logit a
-    ``learn_overflow`` model learnt but never answers is cut from its classifier, so what is served and
-    exported is a plain network with one logit per answered class."""
+    """Hyper-parameters and backbone state dict of a Lightning checkpoint written by train.py; what a model
+    learnt but never answers (the ``learn_overflow`` logit, the ``aux_targets`` outputs) is cut from its
+    classifier, so what is served and exported is a plain network with one logit per answered class."""
     ckpt = load_checkpoint(path)
     hparams = dict(ckpt["hyper_parameters"])
     state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
-    if hparams.pop("learn_overflow", False):
+    learnt_only = [bool(hparams.pop("learn_overflow", False)), bool(hparams.pop("aux_targets", None))]
+    hparams.pop("aux_weight", None)
+    if any(learnt_only):
         state = answered_logits_only(state, hparams["backbone"], CountClasses.from_hparams(hparams).num_classes)
     return hparams, state
 
@@ -206,7 +208,7 @@ def answered_logits_only(state: dict[str, torch.Tensor], backbone: str, answered
     keys = [k for k in (f"{head}.weight", f"{head}.bias") if k in state]
     if not head or not keys:
         raise BincountError(
-            f"cannot find the classifier of {backbone} in the checkpoint to drop its training-only logit"
+            f"cannot find the classifier of {backbone} in the checkpoint to drop its training-only outputs"
         )
     return {k: v[:answered] if k in keys else v for k, v in state.items()}
 
