@@ -70,6 +70,18 @@ def small_abid(dev224, tmp_path_factory) -> Path:
     return make_abid_slice(dev224, tmp_path_factory.mktemp("abid-small"), ids_by_count(dev224, 40))
 
 
+@pytest.fixture(scope="session")
+def dev_and_over5(dev224, abid, tmp_path_factory) -> tuple[Path, Path]:
+    """8 real bins of each count 1-5 from dev-224 and 6 of each of counts 6, 7, 9 and 15 from over5-224."""
+    over5 = abid / "over5-224"
+    if not (over5 / "metadata").is_dir():
+        pytest.skip(f"over5-224 not found in {abid}")
+    base = tmp_path_factory.mktemp("dev-and-over5")
+    dev = make_abid_slice(dev224, base / "dev", ids_by_count(dev224, 8))
+    big = make_abid_slice(over5, base / "over5", ids_by_count(over5, 6, counts=(6, 7, 9, 15)))
+    return dev, big
+
+
 def compose_cfg(config_name: str, overrides: list[str], output_dir: Path):
     """Compose a config as the entry points do, with the run directory set to ``output_dir``."""
     GlobalHydra.instance().clear()

@@ -20,25 +20,13 @@ from bincount.predict import predict_images, split_ids
 from bincount.serve.export import export_model
 from bincount.serve.predictor import load_predictor
 from bincount.training import evaluate, train
-from conftest import TINY, compose_cfg, ids_by_count, make_abid_slice
+from conftest import TINY, compose_cfg
 
 AUX = ["count", "skus", "volume"]
 
 
-@pytest.fixture(scope="module")
-def folders(dev224, abid, tmp_path_factory):
-    """8 real bins of each count 1-5 from dev-224 and 6 of each of counts 6, 7, 9 and 15 from over5-224."""
-    over5 = abid / "over5-224"
-    if not (over5 / "metadata").is_dir():
-        pytest.skip(f"over5-224 not found in {abid}")
-    base = tmp_path_factory.mktemp("aux-targets")
-    dev = make_abid_slice(dev224, base / "dev", ids_by_count(dev224, 8))
-    big = make_abid_slice(over5, base / "over5", ids_by_count(over5, 6, counts=(6, 7, 9, 15)))
-    return dev, big
-
-
-def test_targets_are_the_metadata_standardised(folders):
-    records = [r for f in folders for r in read_abid(f, check_images=False)[0]]
+def test_targets_are_the_metadata_standardised(dev_and_over5):
+    records = [r for f in dev_and_over5 for r in read_abid(f, check_images=False)[0]]
     aux = aux_matrix(records, AUX)
     raw = {
         "count": [r.count for r in records],
@@ -73,9 +61,9 @@ def test_a_bin_without_metadata_is_left_out_of_that_target_and_a_target_nobody_h
         aux_matrix(records, ["count", "weight"])
 
 
-def test_training_batches_carry_the_targets_and_evaluation_batches_do_not(folders, tmp_path):
+def test_training_batches_carry_the_targets_and_evaluation_batches_do_not(dev_and_over5, tmp_path):
     module = BinDataModule(
-        [str(f) for f in folders], learn_overflow=True, image_size=32, batch_size=8, in_memory=True,
+        [str(f) for f in dev_and_over5], learn_overflow=True, image_size=32, batch_size=8, in_memory=True,
         num_workers=0, output_dir=str(tmp_path), aux_targets=AUX,
     )  # fmt: skip
     module.setup()
@@ -118,10 +106,10 @@ def test_the_targets_move_the_loss_and_their_outputs_learn():
 
 
 @pytest.fixture(scope="module")
-def run(folders, tmp_path_factory):
+def run(dev_and_over5, tmp_path_factory):
     """A tiny cpu_hour run (its recipe at 32 px, one epoch) with every auxiliary target."""
     out = tmp_path_factory.mktemp("aux-run")
-    roots = ",".join(str(f) for f in folders)
+    roots = ",".join(str(f) for f in dev_and_over5)
     overrides = [f"data.root=[{roots}]", "trainer.max_epochs=1", f"data.aux_targets=[{','.join(AUX)}]"]
     cfg = compose_cfg("train", ["experiment=cpu_hour", *TINY, *overrides], out)
     assert list(cfg.model.aux_targets) == AUX
@@ -129,8 +117,8 @@ def run(folders, tmp_path_factory):
     return out
 
 
-def test_a_run_learns_the_targets_and_serves_exports_and_evaluates_only_the_counts(run, folders, tmp_path):
-    dev, _ = folders
+def test_a_run_learns_the_targets_and_serves_exports_and_evaluates_only_the_counts(run, dev_and_over5, tmp_path):
+    dev, _ = dev_and_over5
     logged = next(run.glob("csv/*/metrics.csv")).read_text().splitlines()[0].split(",")
     assert "train/aux_loss" in logged
     ckpt = run / "checkpoints/best.ckpt"
@@ -149,7 +137,7 @@ def test_a_run_learns_the_targets_and_serves_exports_and_evaluates_only_the_coun
     np.testing.assert_allclose(served, expected, atol=1e-5)
     export_model(ckpt, tmp_path / "export")
     assert "aux_targets" not in json.loads((tmp_path / "export" / "bincount.json").read_text())
-    roots = ",".join(str(f) for f in folders)
+    roots = ",".join(str(f) for f in dev_and_over5)
     cfg = compose_cfg("eval", [f"ckpt_path={ckpt}", *TINY, f"data.root=[{roots}]"], run / "eval")
     results = evaluate(cfg)
     assert results["test/acc"] == pytest.approx(json.loads((run / "metrics.json").read_text())["test/acc"])

@@ -19,29 +19,17 @@ from bincount.predict import predict_images, split_ids
 from bincount.serve.export import export_model
 from bincount.serve.predictor import load_predictor
 from bincount.training import evaluate, train
-from conftest import TINY, compose_cfg, ids_by_count, make_abid_slice
+from conftest import TINY, compose_cfg
 
 CAPSTONE = CountClasses([1, 2, 3, 4, 5])
-
-
-@pytest.fixture(scope="module")
-def folders(dev224, abid, tmp_path_factory):
-    """8 real bins of each count 1-5 from dev-224 and 6 of each of counts 6, 7, 9 and 15 from over5-224."""
-    over5 = abid / "over5-224"
-    if not (over5 / "metadata").is_dir():
-        pytest.skip(f"over5-224 not found in {abid}")
-    base = tmp_path_factory.mktemp("learn-overflow")
-    dev = make_abid_slice(dev224, base / "dev", ids_by_count(dev224, 8))
-    big = make_abid_slice(over5, base / "over5", ids_by_count(over5, 6, counts=(6, 7, 9, 15)))
-    return dev, big
 
 
 def _ids(records):
     return sorted(r.id for r in records)
 
 
-def test_bins_above_five_join_training_only_and_leave_validation_and_test_as_they_were(folders, tmp_path):
-    dev, big = folders
+def test_bins_above_five_join_training_only_and_leave_validation_and_test_as_they_were(dev_and_over5, tmp_path):
+    dev, big = dev_and_over5
     kw = {"root": [str(dev), str(big)], "image_size": 32, "check_images": False}
     plain = BinDataModule(**kw, output_dir=str(tmp_path / "plain"))
     learning = BinDataModule(**kw, learn_overflow=True, output_dir=str(tmp_path / "learn"))
@@ -63,8 +51,8 @@ def test_bins_above_five_join_training_only_and_leave_validation_and_test_as_the
     assert plain.report is not None and sum(len(v) for v in plain.report.skipped.values()) >= 24
 
 
-def test_learning_the_overflow_it_answers_or_evaluating_everything_is_refused(folders):
-    dev, big = folders
+def test_learning_the_overflow_it_answers_or_evaluating_everything_is_refused(dev_and_over5):
+    dev, big = dev_and_over5
     with pytest.raises(BincountError, match="already answered"):
         BinDataModule([str(dev), str(big)], classes=[0, 1, 2, 3, 4, 5], overflow=True, learn_overflow=True)
     module = BinDataModule([str(dev), str(big)], learn_overflow=True, split="all", check_images=False)
@@ -101,17 +89,17 @@ def test_the_network_learns_six_logits_and_answers_five():
 
 
 @pytest.fixture(scope="module")
-def run(folders, tmp_path_factory):
-    """A tiny cpu_hour run (its recipe at 32 px, one epoch) on the two real folders."""
+def run(dev_and_over5, tmp_path_factory):
+    """A tiny cpu_hour run (its recipe at 32 px, one epoch) on the two real dev_and_over5."""
     out = tmp_path_factory.mktemp("cpu-hour-run")
-    roots = ",".join(str(f) for f in folders)
+    roots = ",".join(str(f) for f in dev_and_over5)
     cfg = compose_cfg("train", ["experiment=cpu_hour", *TINY, f"data.root=[{roots}]", "trainer.max_epochs=1"], out)
     assert cfg.data.learn_overflow and cfg.model.learn_overflow and not cfg.model.overflow
     train(cfg)
     return out
 
 
-def test_a_run_trains_on_the_big_bins_and_tests_only_the_counts_it_answers(run, folders):
+def test_a_run_trains_on_the_big_bins_and_tests_only_the_counts_it_answers(run, dev_and_over5):
     m = json.loads((run / "metrics.json").read_text())
     assert m["class_names"] == ["1", "2", "3", "4", "5"] and m["overflow"] is False
     assert m["test/images"] == 5 and len(m["test/confusion"]) == 5  # one dev bin of each count, no big bin
@@ -125,8 +113,8 @@ def test_a_run_trains_on_the_big_bins_and_tests_only_the_counts_it_answers(run, 
     assert "val/acc_count_5" in logged and "val/acc_count_6plus" not in logged
 
 
-def test_served_and_exported_models_answer_only_the_five_counts_as_evaluated(run, folders, tmp_path):
-    dev, _ = folders
+def test_served_and_exported_models_answer_only_the_five_counts_as_evaluated(run, dev_and_over5, tmp_path):
+    dev, _ = dev_and_over5
     ckpt = run / "checkpoints/best.ckpt"
     predictor = load_predictor(ckpt)
     assert predictor.counts == CAPSTONE and predictor.model.get_classifier().out_features == 5
@@ -147,8 +135,8 @@ def test_served_and_exported_models_answer_only_the_five_counts_as_evaluated(run
     assert "learn_overflow" not in json.loads((tmp_path / "export" / "bincount.json").read_text())
 
 
-def test_eval_of_the_run_reproduces_its_test_split(run, folders):
-    roots = ",".join(str(f) for f in folders)
+def test_eval_of_the_run_reproduces_its_test_split(run, dev_and_over5):
+    roots = ",".join(str(f) for f in dev_and_over5)
     cfg = compose_cfg(
         "eval", [f"ckpt_path={run / 'checkpoints/best.ckpt'}", *TINY, f"data.root=[{roots}]"], run / "eval"
     )
