@@ -20,6 +20,7 @@ from bincount.data.images import load_rgb
 from bincount.data.packed import RowsDataset
 from bincount.data.sources import find_images, known_counts
 from bincount.data.transforms import eval_transform
+from bincount.errors import BincountError
 from bincount.inventory import (
     AUDIT,
     MATCH,
@@ -32,6 +33,7 @@ from bincount.inventory import (
     reconcile,
     summarize,
 )
+from bincount.model.counter import CountingModel
 from bincount.model.views import (
     TTA_VIEWS,
     averaged_logits,
@@ -457,4 +459,48 @@ def test_a_run_with_soft_ordinal_labels_trains_and_records_the_setting(small_abi
     train(cfg)
     ckpt = torch.load(tmp_path / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["hyper_parameters"]["ordinal_scale"] == 1.0
+    assert math.isfinite(json.loads((tmp_path / "metrics.json").read_text())["test/acc"])
+
+
+# -- mixup ------------------------------------------------------------------------------------------------
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")  # no trainer here: only the loss is wanted
+def test_mixup_blends_pairs_of_photos_and_their_labels_in_one_share():
+    torch.manual_seed(0)
+    np.random.seed(0)
+    model = CountingModel("resnet10t", image_size=32, mixup_alpha=0.4)
+    seen = []
+    model.model.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach().clone()))
+    x, y = torch.randn(6, 3, 32, 32), torch.tensor([0, 1, 2, 3, 4, 4])
+    original = x.clone()
+    loss = model.training_step((x, y), 0)
+    assert torch.equal(x, original)  # the batch itself is left as it was
+    blended = seen[-1]
+    lam = float(((blended - x.flip(0)) / (x - x.flip(0)))[0, 0, 0, 0])
+    assert 0 < lam < 1
+    assert torch.allclose(blended, lam * x + (1 - lam) * x.flip(0), atol=1e-5)
+    with torch.no_grad():
+        logits = model.model(blended)
+    targets = lam * F.one_hot(y, 5) + (1 - lam) * F.one_hot(y.flip(0), 5)
+    expected = torch.sum(-targets * F.log_softmax(logits, 1), 1).mean()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-4)
+    model.training_step((x[:5], y[:5]), 0)  # an odd batch has no pairs: trained as it is
+    assert torch.equal(seen[-1], x[:5])
+
+
+def test_mixup_refuses_what_it_cannot_blend():
+    with pytest.raises(BincountError, match="ordinal_scale"):
+        CountingModel("resnet10t", mixup_alpha=0.2, ordinal_scale=1.0)
+    with pytest.raises(BincountError, match="aux_targets"):
+        CountingModel("resnet10t", mixup_alpha=0.2, aux_targets=["count"])
+    with pytest.raises(BincountError, match=">= 0"):
+        CountingModel("resnet10t", mixup_alpha=-1.0)
+
+
+def test_a_run_with_mixup_trains_and_records_the_setting(small_abid, tmp_path):
+    cfg = compose_cfg(
+        "train", [*TINY, f"data.root={small_abid}", "model.mixup_alpha=0.2", "trainer.max_epochs=1"], tmp_path
+    )
+    train(cfg)
+    ckpt = torch.load(tmp_path / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["hyper_parameters"]["mixup_alpha"] == 0.2
     assert math.isfinite(json.loads((tmp_path / "metrics.json").read_text())["test/acc"])

@@ -15,7 +15,7 @@ from torch.optim.lr_scheduler import CosineAnnealingLR
 from bincount.counts import CountClasses
 from bincount.data.aux_targets import check_aux_targets
 from bincount.errors import BincountError
-from bincount.model.losses import count_loss, masked_smooth_l1
+from bincount.model.losses import count_loss, masked_smooth_l1, soft_cross_entropy
 from bincount.model.metrics import CountMetrics
 from bincount.model.schedules import refit_cosine
 from bincount.model.views import (
@@ -111,6 +111,7 @@ class CountingModel(L.LightningModule):
         count_loss_weight: float = 0.0,
         aux_targets: Sequence[str] = (),
         aux_weight: float = 0.5,
+        mixup_alpha: float = 0.0,
         channels_last: bool = False,
         compile: bool = False,
         tta: str = "none",
@@ -136,6 +137,8 @@ class CountingModel(L.LightningModule):
         self.aux_targets = check_aux_targets(aux_targets)
         outputs = self.training_counts.num_classes + len(self.aux_targets)
         self.model = build_backbone(backbone, outputs, pretrained and not weights, drop_rate)
+        # mixup (Zhang et al. 2018): training photos blended in pairs, their smoothed labels in the same share
+        self.mixup = self._mixup(mixup_alpha, label_smoothing) if mixup_alpha else None
         if weights:
             load_weights(self.model, weights)
         if channels_last:
@@ -158,6 +161,23 @@ class CountingModel(L.LightningModule):
         self.collecting = False
         self._collected: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.calibration: dict | None = None  # the last calibration pass's validation figures
+
+    def _mixup(self, alpha: float, label_smoothing: float):
+        """timm's batch mixup: one share ``lam ~ Beta(alpha, alpha)`` a batch, each photo blended with the one
+        at its mirrored place in the batch (drawn from numpy's generator, which the run's seed sets)."""
+        from timm.data import Mixup
+
+        clash = [n for n, v in (("ordinal_scale", self.hparams.ordinal_scale), ("count_loss_weight",
+                 self.hparams.count_loss_weight), ("aux_targets", self.aux_targets)) if v]  # fmt: skip
+        if alpha < 0 or clash:
+            raise BincountError(
+                f"model.mixup_alpha={alpha}: must be >= 0 (0: off), and blends only plain or smoothed labels "
+                f"(set {', '.join(f'model.{n}' for n in clash) or 'them'} off)"
+            )
+        return Mixup(
+            mixup_alpha=alpha, cutmix_alpha=0.0, label_smoothing=label_smoothing,
+            num_classes=self.training_counts.num_classes,
+        )  # fmt: skip
 
     def setup(self, stage: str) -> None:
         # torch.compile for training only (evaluating a checkpoint should not pay the compile time);
@@ -202,8 +222,10 @@ class CountingModel(L.LightningModule):
         x, y, *aux = batch  # training batches carry the auxiliary targets where the data module has them
         # Validation while fitting sees one view (it only ranks checkpoints); testing and calibration
         # see what is served: every test-time view.
-        aux_loss = None
+        aux_loss = blended = None
         if stage == "train":
+            if self.mixup is not None and len(x) % 2 == 0:  # (pairs need an even batch: a last odd one is not mixed)
+                x, blended = self.mixup(x.clone(), y)
             outputs = self(x, all_training_classes=True)
             logits = outputs[:, : self.training_counts.num_classes]
             if self.aux_targets:
@@ -219,7 +241,10 @@ class CountingModel(L.LightningModule):
             self._collected.append((logits.detach().float(), y.detach()))
         if stage == "train":
             smoothing, ordinal = self.hparams.label_smoothing, self.hparams.get("ordinal_scale", 0.0)
-            loss = count_loss(logits, y, self.count_values, smoothing, ordinal)
+            if blended is not None:
+                loss = soft_cross_entropy(logits, blended)
+            else:
+                loss = count_loss(logits, y, self.count_values, smoothing, ordinal)
             if aux_loss is not None:
                 self.log("train/aux_loss", aux_loss, on_step=False, on_epoch=True, batch_size=len(y))
                 loss = loss + self.hparams.aux_weight * aux_loss

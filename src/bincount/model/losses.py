@@ -28,9 +28,13 @@ def count_loss(
 ) -> torch.Tensor:
     """Cross-entropy; with ``ordinal_scale > 0`` against soft ordinal targets (label smoothing then unused)."""
     if ordinal_scale > 0:
-        targets = soft_ordinal_targets(labels, positions.to(logits.device), ordinal_scale)
-        return torch.sum(-targets * F.log_softmax(logits.float(), dim=1), dim=1).mean()
+        return soft_cross_entropy(logits, soft_ordinal_targets(labels, positions.to(logits.device), ordinal_scale))
     return F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
+
+
+def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy against target distributions (batch, classes): soft ordinal labels, mixup's blends."""
+    return torch.sum(-targets * F.log_softmax(logits.float(), dim=1), dim=1).mean()
 
 
 def masked_smooth_l1(predicted: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
