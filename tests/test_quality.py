@@ -452,16 +452,6 @@ def test_the_ordinal_loss_costs_a_near_miss_less_than_a_far_one():
     assert torch.isclose(count_loss(near, y, positions), count_loss(far, y, positions))
 
 
-def test_a_run_with_soft_ordinal_labels_trains_and_records_the_setting(small_abid, tmp_path):
-    cfg = compose_cfg(
-        "train", [*TINY, f"data.root={small_abid}", "model.ordinal_scale=1.0", "trainer.max_epochs=2"], tmp_path
-    )
-    train(cfg)
-    ckpt = torch.load(tmp_path / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
-    assert ckpt["hyper_parameters"]["ordinal_scale"] == 1.0
-    assert math.isfinite(json.loads((tmp_path / "metrics.json").read_text())["test/acc"])
-
-
 # -- mixup ------------------------------------------------------------------------------------------------
 @pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")  # no trainer here: only the loss is wanted
 def test_mixup_blends_pairs_of_photos_and_their_labels_in_one_share():
@@ -496,11 +486,12 @@ def test_mixup_refuses_what_it_cannot_blend():
         CountingModel("resnet10t", mixup_alpha=-1.0)
 
 
-def test_a_run_with_mixup_trains_and_records_the_setting(small_abid, tmp_path):
+@pytest.mark.parametrize("setting, value", [("ordinal_scale", 1.0), ("mixup_alpha", 0.2)])
+def test_a_run_with_a_loss_setting_trains_and_records_it(setting, value, small_abid, tmp_path):
     cfg = compose_cfg(
-        "train", [*TINY, f"data.root={small_abid}", "model.mixup_alpha=0.2", "trainer.max_epochs=1"], tmp_path
+        "train", [*TINY, f"data.root={small_abid}", f"model.{setting}={value}", "trainer.max_epochs=2"], tmp_path
     )
     train(cfg)
     ckpt = torch.load(tmp_path / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
-    assert ckpt["hyper_parameters"]["mixup_alpha"] == 0.2
+    assert ckpt["hyper_parameters"][setting] == value
     assert math.isfinite(json.loads((tmp_path / "metrics.json").read_text())["test/acc"])
