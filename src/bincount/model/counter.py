@@ -167,8 +167,12 @@ class CountingModel(L.LightningModule):
         at its mirrored place in the batch (drawn from numpy's generator, which the run's seed sets)."""
         from timm.data import Mixup
 
-        clash = [n for n, v in (("ordinal_scale", self.hparams.ordinal_scale), ("count_loss_weight",
-                 self.hparams.count_loss_weight), ("aux_targets", self.aux_targets)) if v]  # fmt: skip
+        hard_labels = {
+            "ordinal_scale": self.hparams.ordinal_scale,
+            "count_loss_weight": self.hparams.count_loss_weight,
+            "aux_targets": self.aux_targets,
+        }  # what takes each photo's own label, which a blend no longer has
+        clash = [name for name, value in hard_labels.items() if value]
         if alpha < 0 or clash:
             raise BincountError(
                 f"model.mixup_alpha={alpha}: must be >= 0 (0: off), and blends only plain or smoothed labels "
