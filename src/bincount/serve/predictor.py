@@ -193,9 +193,9 @@ def read_checkpoint(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
     ckpt = load_checkpoint(path)
     hparams = dict(ckpt["hyper_parameters"])
     state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
-    learnt_only = [bool(hparams.pop("learn_overflow", False)), bool(hparams.pop("aux_targets", None))]
-    hparams.pop("aux_weight", None)
-    if any(learnt_only):
+    overflow, aux = hparams.pop("learn_overflow", False), hparams.pop("aux_targets", None)
+    hparams.pop("aux_weight", None)  # the outputs it weighs are cut
+    if overflow or aux:
         state = answered_logits_only(state, hparams["backbone"], CountClasses.from_hparams(hparams).num_classes)
     return hparams, state
 
