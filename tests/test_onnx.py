@@ -105,6 +105,37 @@ def test_the_sagemaker_tarball_runs_on_its_own_code(counter_ckpt, tmp_path, real
     assert got["count"] == direct.describe(direct.predict([direct.load(real_images[0])]))[0]["count"]
 
 
+def test_backbone_kwargs_travel_with_the_weights(tmp_path, real_images):
+    """A network built with more of timm's arguments (output_stride 16: the last stage dilated, the same
+    weights) is rebuilt so by the checkpoint's predictor, the exported folder and its ONNX graph; built without
+    them, the same weights give other logits."""
+    from bincount.model.counter import CountingModel
+    from helpers.counters import save_checkpoint
+
+    torch.manual_seed(0)
+    model = CountingModel(backbone="resnet10t", backbone_kwargs={"output_stride": 16}, image_size=64).eval()
+    ckpt = save_checkpoint(model, tmp_path / "os16.ckpt")
+    predictor = load_predictor(ckpt)
+    x = torch.stack([predictor.load(p) for p in real_images])
+    assert predictor.model.forward_features(x[:1]).shape[-1] == 4  # 64 px / 16, where the default net has 2
+    with torch.no_grad():
+        np.testing.assert_allclose(predictor.logits(x), model(x).numpy(), atol=1e-5)
+    plain = TorchPredictor({**predictor.hparams, "backbone_kwargs": {}}, model.model.state_dict())
+    assert np.abs(plain.logits(x) - predictor.logits(x)).max() > 1e-3
+    out = tmp_path / "model"
+    export_model(ckpt, out, onnx=True)
+    assert json.loads((out / "bincount.json").read_text())["backbone_kwargs"] == {"output_stride": 16}
+    np.testing.assert_allclose(load_predictor(out, "torch").logits(x), predictor.logits(x), atol=1e-6)
+    np.testing.assert_allclose(load_predictor(out, "onnx").logits(x), predictor.logits(x), atol=1e-4)
+
+
+def test_backbone_kwargs_the_architecture_does_not_take_are_refused():
+    from bincount.model.counter import CountingModel
+
+    with pytest.raises(BincountError, match=r"backbone_kwargs=\{'no_such_argument': 1\}: resnet10t does not take"):
+        CountingModel(backbone="resnet10t", backbone_kwargs={"no_such_argument": 1})
+
+
 # -- a model with the overflow class ----------------------------------------------------------------
 @pytest.fixture(scope="module")
 def mixed_images(abid, dev224):

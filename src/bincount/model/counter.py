@@ -40,12 +40,23 @@ def metric_name(class_name: str) -> str:
 
 
 def build_backbone(
-    backbone: str, num_classes: int, pretrained: bool = False, drop_rate: float = 0.0
+    backbone: str,
+    num_classes: int,
+    pretrained: bool = False,
+    drop_rate: float = 0.0,
+    backbone_kwargs: dict | None = None,
 ) -> torch.nn.Module:
+    """A timm network; ``backbone_kwargs`` are more of ``timm.create_model``'s arguments (the architecture's:
+    ``output_stride``, ``global_pool``, ``drop_path_rate``...), which serving passes again from the checkpoint."""
     if not timm.is_model(backbone):
         raise BincountError(f"model.backbone: timm has no model {backbone!r} (see timm.list_models())")
+    kwargs = dict(backbone_kwargs or {})
     try:
-        return timm.create_model(backbone, pretrained=pretrained, num_classes=num_classes, drop_rate=drop_rate)
+        return timm.create_model(
+            backbone, pretrained=pretrained, num_classes=num_classes, drop_rate=drop_rate, **kwargs
+        )
+    except TypeError as e:  # an argument this architecture does not take
+        raise BincountError(f"model.backbone_kwargs={kwargs}: {backbone} does not take them ({e})") from None
     except Exception as e:  # hub errors come in many types: offline, proxy, missing file
         if not pretrained:
             raise
@@ -99,6 +110,7 @@ class CountingModel(L.LightningModule):
     def __init__(
         self,
         backbone: str = "resnet50",
+        backbone_kwargs: dict | None = None,
         classes: Sequence[int] = (1, 2, 3, 4, 5),
         overflow: bool = False,
         learn_overflow: bool = False,
@@ -136,7 +148,7 @@ class CountingModel(L.LightningModule):
         # logits, trained beside them and, like the training-only class, dropped by forward(), export and serving
         self.aux_targets = check_aux_targets(aux_targets)
         outputs = self.training_counts.num_classes + len(self.aux_targets)
-        self.model = build_backbone(backbone, outputs, pretrained and not weights, drop_rate)
+        self.model = build_backbone(backbone, outputs, pretrained and not weights, drop_rate, backbone_kwargs)
         # mixup (Zhang et al. 2018): training photos blended in pairs, their smoothed labels in the same share
         self.mixup = self._mixup(mixup_alpha, label_smoothing) if mixup_alpha else None
         if weights:

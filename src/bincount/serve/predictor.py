@@ -40,7 +40,16 @@ ONNX_NAME = "model.onnx"
 OPSET = 17
 BACKENDS = ("torch", "onnx")
 # What a served model needs to rebuild itself; the rest of a checkpoint's hyper-parameters is training.
-SERVED_HPARAMS = ("backbone", "classes", "overflow", "image_size", "channels_last", "tta", "temperature")
+SERVED_HPARAMS = (
+    "backbone",
+    "backbone_kwargs",
+    "classes",
+    "overflow",
+    "image_size",
+    "channels_last",
+    "tta",
+    "temperature",
+)
 
 
 class Predictor(ABC):
@@ -54,7 +63,8 @@ class Predictor(ABC):
         # (a checkpoint or an export older than that class has no ``overflow``: exact counts only)
         self.counts = CountClasses.from_hparams(hparams)
         served = {**hparams, **self.counts.hparams()}  # ``overflow`` written out, older files included
-        self.hparams = {k: served[k] for k in SERVED_HPARAMS if k in served}
+        # (``backbone_kwargs`` only where it says something: a default network's files stay as they were)
+        self.hparams = {k: served[k] for k in SERVED_HPARAMS if k in served and (k != "backbone_kwargs" or served[k])}
         self.classes = list(self.counts.exact)  # the exact counts; ``counts.names`` names every class
         self.image_size = int(hparams["image_size"])
         # test-time views and the calibration temperature, as evaluation applied them
@@ -121,7 +131,11 @@ class TorchPredictor(Predictor):
             raise BincountError(
                 f"backbone {hparams['backbone']!r} is not in this timm ({timm.__version__}); upgrade timm"
             )
-        self.model = timm.create_model(hparams["backbone"], pretrained=False, num_classes=self.counts.num_classes)
+        # the architecture's own arguments as trained (output_stride, global_pool...: the same weights, another network)
+        kwargs = dict(hparams.get("backbone_kwargs") or {})
+        self.model = timm.create_model(
+            hparams["backbone"], pretrained=False, num_classes=self.counts.num_classes, **kwargs
+        )
         try:
             self.model.load_state_dict(state_dict, strict=True)
         except RuntimeError as e:
