@@ -7,7 +7,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import lightning as L
-import timm
 import torch
 import torch.nn.functional as F
 from torch.optim.lr_scheduler import CosineAnnealingLR
@@ -15,6 +14,7 @@ from torch.optim.lr_scheduler import CosineAnnealingLR
 from bincount.counts import CountClasses
 from bincount.data.aux_targets import check_aux_targets
 from bincount.errors import BincountError
+from bincount.model.backbone import build_backbone
 from bincount.model.losses import count_loss, masked_smooth_l1, soft_cross_entropy
 from bincount.model.metrics import CountMetrics
 from bincount.model.schedules import refit_cosine
@@ -37,34 +37,6 @@ OPTIONAL_FIGURES = ("acc_exact", "overflow_precision", "overflow_recall", "empty
 def metric_name(class_name: str) -> str:
     """A class name as part of a logged metric's name: ``"6+"`` -> ``"6plus"`` (no ``+`` in metric names)."""
     return class_name.replace("+", "plus")
-
-
-def build_backbone(
-    backbone: str,
-    num_classes: int,
-    pretrained: bool = False,
-    drop_rate: float = 0.0,
-    backbone_kwargs: dict | None = None,
-) -> torch.nn.Module:
-    """A timm network; ``backbone_kwargs`` are more of ``timm.create_model``'s arguments (the architecture's:
-    ``output_stride``, ``global_pool``, ``drop_path_rate``...), which serving passes again from the checkpoint."""
-    if not timm.is_model(backbone):
-        raise BincountError(f"model.backbone: timm has no model {backbone!r} (see timm.list_models())")
-    kwargs = dict(backbone_kwargs or {})
-    try:
-        return timm.create_model(
-            backbone, pretrained=pretrained, num_classes=num_classes, drop_rate=drop_rate, **kwargs
-        )
-    except TypeError as e:  # an argument this architecture does not take
-        raise BincountError(f"model.backbone_kwargs={kwargs}: {backbone} does not take them ({e})") from None
-    except Exception as e:  # hub errors come in many types: offline, proxy, missing file
-        if not pretrained:
-            raise
-        raise BincountError(
-            f"model.pretrained=true could not fetch timm's ImageNet weights for {backbone} ({type(e).__name__}: "
-            f"{str(e).splitlines()[0][:160]}); this needs internet. Offline, pass model.weights=PATH "
-            "(a local .safetensors or .pth state dict) or model.pretrained=false"
-        ) from None
 
 
 def load_weights(model: torch.nn.Module, path: str | Path) -> dict[str, list[str]]:

@@ -125,16 +125,17 @@ class TorchPredictor(Predictor):
 
     def __init__(self, hparams: dict, state_dict: dict[str, torch.Tensor]):
         super().__init__(hparams)
-        import timm  # timm directly, not CountingModel: an endpoint container needs no Lightning
+        import timm  # with bincount.model.backbone, not CountingModel: an endpoint container needs no Lightning
+
+        from bincount.model.backbone import build_backbone
 
         if not timm.is_model(hparams["backbone"]):
             raise BincountError(
                 f"backbone {hparams['backbone']!r} is not in this timm ({timm.__version__}); upgrade timm"
             )
-        # the architecture's own arguments as trained (output_stride, global_pool...: the same weights, another network)
-        kwargs = dict(hparams.get("backbone_kwargs") or {})
-        self.model = timm.create_model(
-            hparams["backbone"], pretrained=False, num_classes=self.counts.num_classes, **kwargs
+        # as training built it, with the architecture's own arguments (output_stride...: the same weights, another net)
+        self.model = build_backbone(
+            hparams["backbone"], self.counts.num_classes, backbone_kwargs=hparams.get("backbone_kwargs")
         )
         try:
             self.model.load_state_dict(state_dict, strict=True)
